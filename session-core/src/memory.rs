@@ -1,0 +1,294 @@
+//! The in-memory store: the embedded single-node default and the reference
+//! implementation of the [`SessionStore`] contract.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::change::{Change, ChangeHub, ChangeStream};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{StoreConfig, Ttl};
+use crate::error::{InvalidInput, Result};
+use crate::id::SessionId;
+use crate::metadata::Metadata;
+use crate::record::{Cursor, Page, Record, Update};
+use crate::store::SessionStore;
+use crate::version::Version;
+
+const SHARDS: usize = 64;
+/// Every this many creates, one shard is swept of expired entries.
+const SWEEP_EVERY: usize = 256;
+
+/// An in-process [`SessionStore`]: a sharded map, exact expiry on an
+/// injectable [`Clock`], and a change stream over a broadcast channel.
+///
+/// Clones are handles on the same data (and the same change stream). Each
+/// operation holds one shard's lock for the map operation only. Expired
+/// entries are invisible at once and removed when touched or by a periodic
+/// sweep of one shard per 256 creates ([`MemoryStore::purge_expired`] sweeps
+/// everything). Scan visits ids in order and never repeats one.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> session_core::Result<()> {
+/// use std::time::Duration;
+/// use session_core::{ManualClock, MemoryStore, Metadata, SessionId, SessionStore, StoreConfig, Ttl};
+///
+/// let clock = ManualClock::new();
+/// let store = MemoryStore::with_clock(StoreConfig::new(Duration::from_secs(60))?, clock.clone());
+/// let id = SessionId::generate();
+/// store.create(&id, &Metadata::new(), Ttl::Default).await?;
+/// clock.advance(Duration::from_secs(59));
+/// assert!(store.load(&id).await?.is_some()); // slides to t=119s
+/// clock.advance(Duration::from_secs(59));
+/// assert!(store.version(&id).await?.is_some());
+/// clock.advance(Duration::from_secs(2));
+/// assert!(store.version(&id).await?.is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<HashMap<SessionId, Entry>>]>,
+    hasher: std::hash::RandomState,
+    config: StoreConfig,
+    clock: Box<dyn Clock>,
+    hub: ChangeHub,
+    creates: AtomicUsize,
+}
+
+struct Entry {
+    version: Version,
+    metadata: Metadata,
+    created: Duration,
+    expires: Duration,
+    ttl: Duration,
+}
+
+impl Entry {
+    fn live(&self, now: Duration) -> bool {
+        now < self.expires
+    }
+}
+
+impl MemoryStore {
+    /// A store on the system clock.
+    pub fn new(config: StoreConfig) -> Self {
+        Self::with_clock(config, SystemClock::new())
+    }
+
+    /// A store on the given clock.
+    pub fn with_clock(config: StoreConfig, clock: impl Clock) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                hasher: std::hash::RandomState::new(),
+                config,
+                clock: Box::new(clock),
+                hub: ChangeHub::default(),
+                creates: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Removes every expired entry now; returns how many.
+    pub fn purge_expired(&self) -> usize {
+        (0..SHARDS).map(|i| self.inner.sweep(i)).sum()
+    }
+
+    /// Live sessions (expired entries not yet swept are not counted).
+    pub fn len(&self) -> usize {
+        let now = self.inner.clock.now();
+        (0..SHARDS)
+            .map(|i| lock(&self.inner.shards[i]).values().filter(|e| e.live(now)).count())
+            .sum()
+    }
+
+    /// Whether no live session is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, HashMap<SessionId, Entry>> {
+        let h = usize::try_from(self.hasher.hash_one(id.as_str()) % SHARDS as u64).unwrap_or(0);
+        lock(&self.shards[h])
+    }
+
+    fn deadline(&self, now: Duration, created: Duration, ttl: Duration) -> Duration {
+        let slid = now + ttl;
+        match self.config.max_lifetime() {
+            Some(max) => slid.min(created + max),
+            None => slid,
+        }
+    }
+
+    fn sweep(&self, shard: usize) -> usize {
+        let now = self.clock.now();
+        let mut map = lock(&self.shards[shard]);
+        let before = map.len();
+        map.retain(|_, e| e.live(now));
+        before - map.len()
+    }
+
+    /// Runs `f` on the live entry for `id`, dropping it first if expired.
+    fn with_live<T>(&self, id: &SessionId, f: impl FnOnce(&mut Entry, Duration) -> T) -> Option<T> {
+        let now = self.clock.now();
+        let mut map = self.shard(id);
+        match map.get_mut(id) {
+            Some(e) if e.live(now) => Some(f(e, now)),
+            Some(_) => {
+                map.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+        let inner = &*self.inner;
+        let ttl = inner.config.effective_ttl(ttl);
+        let created = {
+            let now = inner.clock.now();
+            let mut map = inner.shard(id);
+            match map.get(id) {
+                Some(e) if e.live(now) => false,
+                _ => {
+                    map.insert(
+                        id.clone(),
+                        Entry {
+                            version: Version::INITIAL,
+                            metadata: metadata.clone(),
+                            created: now,
+                            expires: inner.deadline(now, now, ttl),
+                            ttl,
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if !created {
+            return Ok(None);
+        }
+        let n = inner.creates.fetch_add(1, Ordering::Relaxed);
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            inner.sweep((n / SWEEP_EVERY) % SHARDS);
+        }
+        inner.hub.publish(Change::Written {
+            id: id.clone(),
+            version: Version::INITIAL,
+        });
+        Ok(Some(Version::INITIAL))
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        let inner = &*self.inner;
+        Ok(inner.with_live(id, |e, now| {
+            e.expires = inner.deadline(now, e.created, e.ttl);
+            Record {
+                version: e.version,
+                metadata: e.metadata.clone(),
+            }
+        }))
+    }
+
+    async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
+        Ok(self.inner.with_live(id, |e, _| e.version))
+    }
+
+    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update> {
+        let inner = &*self.inner;
+        let outcome = inner.with_live(id, |e, now| {
+            if e.version != expected {
+                return Update::Conflict { current: e.version };
+            }
+            e.version = e.version.next();
+            e.metadata = metadata.clone();
+            e.ttl = inner.config.ttl();
+            e.expires = inner.deadline(now, e.created, e.ttl);
+            Update::Applied(e.version)
+        });
+        let outcome = outcome.unwrap_or(Update::Missing);
+        if let Update::Applied(version) = outcome {
+            inner.hub.publish(Change::Written {
+                id: id.clone(),
+                version,
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<bool> {
+        let inner = &*self.inner;
+        Ok(inner
+            .with_live(id, |e, now| e.expires = inner.deadline(now, e.created, e.ttl))
+            .is_some())
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let removed = inner.shard(id).remove(id).is_some_and(|e| e.live(now));
+        if removed {
+            inner.hub.publish(Change::Deleted { id: id.clone() });
+        }
+        Ok(removed)
+    }
+
+    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        if limit == 0 {
+            return Err(InvalidInput::ScanLimit.into());
+        }
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let after = cursor.map(Cursor::as_str);
+        let mut ids: Vec<SessionId> = Vec::new();
+        for shard in &inner.shards {
+            let map = lock(shard);
+            ids.extend(
+                map.iter()
+                    .filter(|(id, e)| e.live(now) && after.is_none_or(|a| id.as_str() > a))
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        ids.sort_unstable();
+        let next = if ids.len() > limit {
+            ids.truncate(limit);
+            ids.last().map(|id| Cursor::new(id.as_str()))
+        } else {
+            None
+        };
+        Ok(Page { ids, next })
+    }
+
+    fn changes(&self) -> Option<ChangeStream> {
+        Some(self.inner.hub.subscribe())
+    }
+
+    fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,1 @@
+//! Work in progress: see the README for what is built.
