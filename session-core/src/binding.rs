@@ -36,7 +36,10 @@ pub enum Binding {
 
 impl Binding {
     /// A binding to `subject` at `issuer`; both non-empty, no NUL byte.
-    pub fn identity(issuer: impl Into<String>, subject: impl Into<String>) -> Result<Self, InvalidInput> {
+    pub fn identity(
+        issuer: impl Into<String>,
+        subject: impl Into<String>,
+    ) -> Result<Self, InvalidInput> {
         let (issuer, subject) = (issuer.into(), subject.into());
         if issuer.is_empty() || issuer.contains('\0') {
             return Err(InvalidInput::Binding { part: "issuer" });

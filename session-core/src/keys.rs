@@ -124,7 +124,11 @@ pub enum KeyRuleError {
 
 /// Adds (or replaces) `workload` with backend session id `session`; an empty
 /// `session` lists the workload without a session key.
-pub fn with_backend(md: &Metadata, workload: &WorkloadId, session: &str) -> Result<Metadata, KeyRuleError> {
+pub fn with_backend(
+    md: &Metadata,
+    workload: &WorkloadId,
+    session: &str,
+) -> Result<Metadata, KeyRuleError> {
     let mut ids = backend_ids(md)?;
     if let Err(pos) = ids.binary_search(workload) {
         ids.insert(pos, workload.clone());

@@ -106,7 +106,12 @@ impl MemoryStore {
     pub fn len(&self) -> usize {
         let now = self.inner.clock.now();
         (0..SHARDS)
-            .map(|i| lock(&self.inner.shards[i]).values().filter(|e| e.live(now)).count())
+            .map(|i| {
+                lock(&self.inner.shards[i])
+                    .values()
+                    .filter(|e| e.live(now))
+                    .count()
+            })
             .sum()
     }
 
@@ -159,7 +164,12 @@ impl Inner {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+    async fn create(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+    ) -> Result<Option<Version>> {
         let inner = &*self.inner;
         let ttl = inner.config.effective_ttl(ttl);
         let created = {
@@ -211,7 +221,12 @@ impl SessionStore for MemoryStore {
         Ok(self.inner.with_live(id, |e, _| e.version))
     }
 
-    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update> {
+    async fn update(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+    ) -> Result<Update> {
         let inner = &*self.inner;
         let outcome = inner.with_live(id, |e, now| {
             if e.version != expected {
@@ -236,7 +251,9 @@ impl SessionStore for MemoryStore {
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         let inner = &*self.inner;
         Ok(inner
-            .with_live(id, |e, now| e.expires = inner.deadline(now, e.created, e.ttl))
+            .with_live(id, |e, now| {
+                e.expires = inner.deadline(now, e.created, e.ttl)
+            })
             .is_some())
     }
 

@@ -123,7 +123,10 @@ impl Metadata {
     pub fn keys_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .map
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(move |(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.as_str())
     }
@@ -149,7 +152,11 @@ impl Metadata {
     }
 
     /// A new map with `key` set to `value`.
-    pub fn with(&self, key: impl Into<String>, value: impl Into<String>) -> Result<Self, MetadataError> {
+    pub fn with(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, MetadataError> {
         let mut map = self.0.map.clone();
         map.insert(key.into(), value.into());
         Self::from_map(map)

@@ -39,7 +39,12 @@ use crate::version::Version;
 pub trait SessionStore: Send + Sync + 'static {
     /// Creates a record at [`Version::INITIAL`]. `None` if a live record
     /// with this id exists: create never overwrites.
-    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>>;
+    async fn create(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+    ) -> Result<Option<Version>>;
 
     /// Reads a record and slides its expiry. `None` if missing or expired.
     async fn load(&self, id: &SessionId) -> Result<Option<Record>>;
@@ -49,7 +54,12 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Writes `metadata` if the record is live and at `expected`; bumps the
     /// version and slides expiry (by the store TTL). Never creates.
-    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update>;
+    async fn update(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+    ) -> Result<Update>;
 
     /// Slides expiry only. `false` if missing or expired.
     async fn touch(&self, id: &SessionId) -> Result<bool>;
@@ -74,7 +84,12 @@ pub trait SessionStore: Send + Sync + 'static {
 
 #[async_trait]
 impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
-    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+    async fn create(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+    ) -> Result<Option<Version>> {
         (**self).create(id, metadata, ttl).await
     }
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
@@ -83,7 +98,12 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
         (**self).version(id).await
     }
-    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update> {
+    async fn update(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+    ) -> Result<Update> {
         (**self).update(id, expected, metadata).await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {

@@ -1,0 +1,831 @@
+//! The contract cases. Each takes a fresh [`Harness`] and panics on a
+//! broken contract. Expiry cases only assert lower bounds on time: where a
+//! slow machine could make an observation meaningless (the record might have
+//! expired because the test itself was delayed), the attempt is marked
+//! inconclusive and retried, never failed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::{Corruption, Harness};
+use crate::change::Change;
+use crate::config::{StoreConfig, Ttl};
+use crate::error::{Error, InvalidInput, MetadataError};
+use crate::id::SessionId;
+use crate::metadata::{Metadata, limits};
+use crate::record::{Cursor, Update};
+use crate::store::SessionStore;
+use crate::version::Version;
+
+const ATTEMPTS: usize = 4;
+
+fn md(pairs: &[(&str, &str)]) -> Metadata {
+    Metadata::from_pairs(pairs.iter().copied()).expect("valid test metadata")
+}
+
+fn cfg(ttl: Duration) -> StoreConfig {
+    StoreConfig::new(ttl).expect("valid test config")
+}
+
+fn long() -> StoreConfig {
+    cfg(Duration::from_secs(600))
+}
+
+/// Create, load, version agree; metadata survives the round trip.
+pub async fn round_trip<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let m = md(&[
+        ("vmcp.backend.ids", "a,b"),
+        ("unicode", "héllo \u{1F600} \"quoted\" \\ \n"),
+    ]);
+    assert_eq!(
+        s.create(&id, &m, Ttl::Default).await.unwrap(),
+        Some(Version::INITIAL)
+    );
+    let rec = s.load(&id).await.unwrap().expect("created record loads");
+    assert_eq!(rec.version, Version::INITIAL);
+    assert_eq!(rec.metadata, m);
+    assert_eq!(s.version(&id).await.unwrap(), Some(Version::INITIAL));
+    let empty = SessionId::generate();
+    assert_eq!(
+        s.create(&empty, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap(),
+        Some(Version::INITIAL)
+    );
+    assert_eq!(
+        s.load(&empty).await.unwrap().unwrap().metadata,
+        Metadata::new()
+    );
+    // ids at the edge of what parsing accepts are stored as they are.
+    let odd = SessionId::parse(&"~!#$%&'()*+,-./:;<=>?@[]^_`{|}".repeat(4)).unwrap();
+    assert_eq!(
+        s.create(&odd, &m, Ttl::Default).await.unwrap(),
+        Some(Version::INITIAL)
+    );
+    assert_eq!(s.load(&odd).await.unwrap().unwrap().metadata, m);
+}
+
+/// A second create of a live id returns `None` and changes nothing.
+pub async fn create_never_overwrites<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let first = md(&[("who", "first")]);
+    assert!(s.create(&id, &first, Ttl::Default).await.unwrap().is_some());
+    let second = md(&[("who", "second")]);
+    let upd = s
+        .update(&id, Version::INITIAL, &md(&[("who", "updated")]))
+        .await
+        .unwrap();
+    assert_eq!(upd, Update::Applied(Version::new(2)));
+    assert_eq!(s.create(&id, &second, Ttl::Default).await.unwrap(), None);
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        rec.version,
+        Version::new(2),
+        "create must not reset the version"
+    );
+    assert_eq!(rec.metadata.get("who"), Some("updated"));
+}
+
+/// 32 concurrent creates of one id: exactly one wins, and its metadata is stored.
+pub async fn concurrent_create_has_one_winner<H: Harness>(h: Arc<H>) {
+    let id = SessionId::generate();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = h.store(long()).await;
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let m = md(&[("winner", &i.to_string())]);
+            (i, s.create(&id, &m, Ttl::Default).await.unwrap())
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (i, outcome) = t.await.unwrap();
+        if let Some(v) = outcome {
+            assert_eq!(v, Version::INITIAL);
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create wins, got {winners:?}");
+    let s = h.store(long()).await;
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        rec.metadata.get("winner"),
+        Some(winners[0].to_string().as_str())
+    );
+    assert_eq!(rec.version, Version::INITIAL);
+}
+
+/// Every method on an id that was never created reports it missing.
+pub async fn missing_id_everywhere<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    assert!(s.load(&id).await.unwrap().is_none());
+    assert!(s.version(&id).await.unwrap().is_none());
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &Metadata::new())
+            .await
+            .unwrap(),
+        Update::Missing
+    );
+    assert!(!s.touch(&id).await.unwrap());
+    assert!(!s.delete(&id).await.unwrap());
+    assert!(
+        s.load(&id).await.unwrap().is_none(),
+        "probes must not create"
+    );
+}
+
+/// Update: applied at the expected version, conflict (with the current
+/// version) otherwise, missing when absent.
+pub async fn update_applied_conflict_missing<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    s.create(&id, &md(&[("n", "0")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &md(&[("n", "1")]))
+            .await
+            .unwrap(),
+        Update::Applied(Version::new(2))
+    );
+    assert_eq!(
+        s.update(&id, Version::new(2), &md(&[("n", "2")]))
+            .await
+            .unwrap(),
+        Update::Applied(Version::new(3))
+    );
+    for stale in [
+        Version::INITIAL,
+        Version::new(2),
+        Version::new(4),
+        Version::new(99),
+    ] {
+        assert_eq!(
+            s.update(&id, stale, &md(&[("n", "lost")])).await.unwrap(),
+            Update::Conflict {
+                current: Version::new(3)
+            },
+            "expected {stale}"
+        );
+    }
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.version, rec.metadata.get("n")),
+        (Version::new(3), Some("2"))
+    );
+    assert_eq!(s.version(&id).await.unwrap(), Some(Version::new(3)));
+    let other = SessionId::generate();
+    assert_eq!(
+        s.update(&other, Version::INITIAL, &md(&[])).await.unwrap(),
+        Update::Missing
+    );
+}
+
+/// Update never creates: not for a never-created id, not right after a
+/// delete, not after expiry.
+pub async fn update_never_creates<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    s.create(&id, &md(&[("a", "1")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s.delete(&id).await.unwrap());
+    for v in [Version::INITIAL, Version::new(2)] {
+        assert_eq!(
+            s.update(&id, v, &md(&[("a", "2")])).await.unwrap(),
+            Update::Missing
+        );
+    }
+    assert!(
+        s.load(&id).await.unwrap().is_none(),
+        "update after delete resurrected the session"
+    );
+    assert!(s.version(&id).await.unwrap().is_none());
+
+    let unit = h.ttl_unit();
+    let s = h.store(cfg(unit)).await;
+    let id = SessionId::generate();
+    s.create(&id, &md(&[("a", "1")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    h.sleep(unit * 2).await;
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &md(&[("a", "2")]))
+            .await
+            .unwrap(),
+        Update::Missing
+    );
+    assert!(
+        s.load(&id).await.unwrap().is_none(),
+        "update after expiry resurrected the session"
+    );
+    // an expired id can be created afresh.
+    assert_eq!(
+        s.create(&id, &md(&[("a", "3")]), Ttl::Default)
+            .await
+            .unwrap(),
+        Some(Version::INITIAL)
+    );
+    assert_eq!(
+        s.load(&id).await.unwrap().unwrap().metadata.get("a"),
+        Some("3")
+    );
+}
+
+/// Delete reports whether it removed a live record; repeating it is fine.
+pub async fn delete_is_idempotent<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let keep = SessionId::generate();
+    let id = SessionId::generate();
+    s.create(&keep, &md(&[]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    s.create(&id, &md(&[]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s.delete(&id).await.unwrap());
+    assert!(!s.delete(&id).await.unwrap());
+    assert!(!s.delete(&id).await.unwrap());
+    assert!(s.load(&id).await.unwrap().is_none());
+    assert!(
+        s.load(&keep).await.unwrap().is_some(),
+        "delete touched another session"
+    );
+    assert_eq!(
+        s.create(&id, &md(&[]), Ttl::Default).await.unwrap(),
+        Some(Version::INITIAL)
+    );
+}
+
+/// Runs `attempt` until it is conclusive (returns `true`); a slow machine
+/// can make an attempt inconclusive, never failing.
+async fn until_conclusive<F, Fut>(what: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..ATTEMPTS {
+        if attempt().await {
+            return;
+        }
+    }
+    eprintln!("{what}: every attempt was inconclusive (machine too slow); nothing asserted");
+}
+
+/// `load` slides expiry; `version` does not.
+pub async fn load_slides_expiry_version_does_not<H: Harness>(h: Arc<H>) {
+    let t = h.ttl_unit();
+    let s = h.store(cfg(t)).await;
+    // version does not slide: probing at 0.6t does not keep it past t.
+    let id = SessionId::generate();
+    s.create(&id, &md(&[]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    h.sleep(t * 6 / 10).await;
+    let _ = s.version(&id).await.unwrap();
+    h.sleep(t * 6 / 10).await;
+    assert!(
+        s.version(&id).await.unwrap().is_none(),
+        "version slid the expiry"
+    );
+    assert!(s.load(&id).await.unwrap().is_none());
+
+    until_conclusive("load slides", || async {
+        let id = SessionId::generate();
+        s.create(&id, &md(&[]), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        let created = h.now();
+        h.sleep(t * 6 / 10).await;
+        let before_load = h.now();
+        assert!(
+            s.load(&id).await.unwrap().is_some(),
+            "record expired before its ttl"
+        );
+        h.sleep(t * 6 / 10).await;
+        let before_check = h.now();
+        let present = s.version(&id).await.unwrap().is_some();
+        let after_check = h.now();
+        // Conclusive only if the original expiry had surely passed and the
+        // slid one surely had not.
+        if before_check <= created + t + t / 20 || after_check >= before_load + t {
+            return false;
+        }
+        assert!(present, "load did not slide the expiry");
+        true
+    })
+    .await;
+}
+
+/// `touch` slides expiry and reports whether the record was live.
+pub async fn touch_slides_expiry<H: Harness>(h: Arc<H>) {
+    let t = h.ttl_unit();
+    let s = h.store(cfg(t)).await;
+    until_conclusive("touch slides", || async {
+        let id = SessionId::generate();
+        s.create(&id, &md(&[]), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        let created = h.now();
+        h.sleep(t * 6 / 10).await;
+        let before_touch = h.now();
+        assert!(s.touch(&id).await.unwrap(), "touch of a live record");
+        h.sleep(t * 6 / 10).await;
+        let before_check = h.now();
+        let present = s.version(&id).await.unwrap().is_some();
+        let after_check = h.now();
+        if before_check <= created + t + t / 20 || after_check >= before_touch + t {
+            return false;
+        }
+        assert!(present, "touch did not slide the expiry");
+        true
+    })
+    .await;
+    let id = SessionId::generate();
+    s.create(&id, &md(&[]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    h.sleep(t * 2).await;
+    assert!(!s.touch(&id).await.unwrap(), "touch of an expired record");
+    assert!(
+        s.version(&id).await.unwrap().is_none(),
+        "touch revived an expired record"
+    );
+}
+
+/// Sliding never keeps a record past `max_lifetime` from creation.
+pub async fn max_lifetime_caps_sliding<H: Harness>(h: Arc<H>) {
+    let t = h.ttl_unit();
+    let s = h.store(cfg(t).with_max_lifetime(t * 2).unwrap()).await;
+    let id = SessionId::generate();
+    s.create(&id, &md(&[]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let created = h.now();
+    let mut alive_past_ttl = false;
+    // Slide every 0.3t until 2.6t: without the cap it would never expire.
+    while h.now() < created + t * 26 / 10 {
+        let before = h.now();
+        let live = s.touch(&id).await.unwrap();
+        if live && before > created + t {
+            alive_past_ttl = true;
+        }
+        let _ = s.load(&id).await.unwrap();
+        h.sleep(t * 3 / 10).await;
+    }
+    assert!(
+        s.load(&id).await.unwrap().is_none(),
+        "slides kept the record past max_lifetime"
+    );
+    assert!(!s.touch(&id).await.unwrap());
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &md(&[])).await.unwrap(),
+        Update::Missing
+    );
+    if !alive_past_ttl {
+        eprintln!("max_lifetime: sliding past the ttl was not observed (slow machine)");
+    }
+}
+
+/// Once expired, a record is invisible to every method at once.
+pub async fn expired_record_invisible_to_every_method<H: Harness>(h: Arc<H>) {
+    let t = h.ttl_unit();
+    let s = h.store(cfg(t)).await;
+    let id = SessionId::generate();
+    let other = SessionId::generate();
+    s.create(&id, &md(&[("a", "b")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    s.create(&other, &md(&[]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    // keep `other` alive while `id` expires
+    h.sleep(t * 6 / 10).await;
+    s.touch(&other).await.unwrap();
+    h.sleep(t * 6 / 10).await;
+    s.touch(&other).await.unwrap();
+    assert!(
+        s.version(&id).await.unwrap().is_none(),
+        "version sees an expired record"
+    );
+    assert!(
+        s.load(&id).await.unwrap().is_none(),
+        "load sees an expired record"
+    );
+    assert!(!s.touch(&id).await.unwrap(), "touch sees an expired record");
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &md(&[])).await.unwrap(),
+        Update::Missing
+    );
+    let ids = scan_all(&s, 100).await;
+    assert!(!ids.contains(&id), "scan returned an expired record");
+    assert!(
+        !s.delete(&id).await.unwrap(),
+        "delete reported removing an expired record"
+    );
+    assert_eq!(
+        s.create(&id, &md(&[]), Ttl::Default).await.unwrap(),
+        Some(Version::INITIAL)
+    );
+}
+
+/// A record created with a custom (shorter) TTL slides by it until its
+/// first applied update, which switches it to the store TTL.
+pub async fn custom_ttl_until_first_update<H: Harness>(h: Arc<H>) {
+    let t = h.ttl_unit();
+    let s = h.store(cfg(t * 4)).await;
+    let short = Ttl::Custom(t);
+    // Abandoned placeholder: touched at 0.6t it still expires by 1.6t + margin,
+    // well before the store TTL of 4t.
+    let id = SessionId::generate();
+    s.create(&id, &md(&[]), short).await.unwrap().unwrap();
+    h.sleep(t * 6 / 10).await;
+    assert!(s.load(&id).await.unwrap().is_some());
+    h.sleep(t * 12 / 10).await;
+    assert!(
+        s.version(&id).await.unwrap().is_none(),
+        "custom ttl not honoured on slide"
+    );
+    // Activated placeholder: after the update it lives by the store TTL.
+    let id = SessionId::generate();
+    s.create(&id, &md(&[]), short).await.unwrap().unwrap();
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &md(&[("active", "1")]))
+            .await
+            .unwrap(),
+        Update::Applied(Version::new(2))
+    );
+    h.sleep(t * 15 / 10).await;
+    // 1.5t after activation: past the short ttl, well within the store ttl.
+    assert!(
+        s.load(&id).await.unwrap().is_some(),
+        "update did not switch to the store ttl"
+    );
+}
+
+/// 16 writers doing read-modify-CAS loops on one session lose no update.
+pub async fn concurrent_cas_writers_lose_nothing<H: Harness>(h: Arc<H>) {
+    const WRITERS: usize = 16;
+    const EACH: usize = 8;
+    let id = SessionId::generate();
+    h.store(long())
+        .await
+        .create(&id, &md(&[("n", "0")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let s = h.store(long()).await;
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0usize;
+            let mut applied = 0usize;
+            while applied < EACH {
+                let rec = s.load(&id).await.unwrap().expect("session stays live");
+                let n: usize = rec.metadata.get("n").unwrap().parse().unwrap();
+                let key = format!("w{w}");
+                let mine: usize = rec.metadata.get(&key).map_or(0, |v| v.parse().unwrap());
+                let next = rec
+                    .metadata
+                    .with("n", (n + 1).to_string())
+                    .unwrap()
+                    .with(key, (mine + 1).to_string())
+                    .unwrap();
+                match s.update(&id, rec.version, &next).await.unwrap() {
+                    Update::Applied(v) => {
+                        assert!(v > rec.version);
+                        applied += 1;
+                    }
+                    Update::Conflict { current } => {
+                        assert_ne!(current, rec.version);
+                        conflicts += 1;
+                    }
+                    Update::Missing => panic!("session vanished"),
+                }
+            }
+            conflicts
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rec = h.store(long()).await.load(&id).await.unwrap().unwrap();
+    let total = WRITERS * EACH;
+    assert_eq!(
+        rec.version,
+        Version::new(1 + total as u64),
+        "final version = 1 + applied updates"
+    );
+    assert_eq!(
+        rec.metadata.get("n"),
+        Some(total.to_string().as_str()),
+        "an increment was lost"
+    );
+    for w in 0..WRITERS {
+        assert_eq!(
+            rec.metadata.get(&format!("w{w}")),
+            Some(EACH.to_string().as_str())
+        );
+    }
+}
+
+/// Metadata at the limits round-trips; beyond them it cannot be built, so
+/// nothing reaches storage; invalid ids are rejected at parse.
+pub async fn metadata_limits_hold_in_storage<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    // A map at the encoded-size limit.
+    let mut map = BTreeMap::new();
+    let value = "v".repeat(limits::MAX_VALUE_LEN);
+    let mut i = 0;
+    loop {
+        let mut next = map.clone();
+        next.insert(format!("{i:0>250}"), value.clone());
+        if Metadata::from_map(next.clone()).is_err() {
+            break;
+        }
+        map = next;
+        i += 1;
+    }
+    let big = Metadata::from_map(map.clone()).unwrap();
+    assert!(big.json().len() > limits::MAX_ENCODED_LEN - limits::MAX_VALUE_LEN - 300);
+    let id = SessionId::generate();
+    assert!(s.create(&id, &big, Ttl::Default).await.unwrap().is_some());
+    assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, big);
+    // One more entry is refused before any store sees it; the record is unchanged.
+    let err = big.with("one-more", value.clone()).unwrap_err();
+    assert!(matches!(err, MetadataError::TooLarge { .. }), "{err:?}");
+    assert!(matches!(
+        Metadata::new().with("k", "v".repeat(limits::MAX_VALUE_LEN + 1)),
+        Err(MetadataError::ValueTooLong { .. })
+    ));
+    assert!(matches!(
+        Metadata::new().with("k".repeat(limits::MAX_KEY_LEN + 1), ""),
+        Err(MetadataError::KeyTooLong { .. })
+    ));
+    let many =
+        Metadata::from_pairs((0..=limits::MAX_ENTRIES).map(|i| (i.to_string(), String::new())));
+    assert!(matches!(many, Err(MetadataError::TooManyEntries { .. })));
+    assert_eq!(
+        s.load(&id).await.unwrap().unwrap().version,
+        Version::INITIAL
+    );
+    assert!(matches!(
+        SessionId::parse("bad id"),
+        Err(InvalidInput::SessionIdByte { .. })
+    ));
+    assert!(matches!(
+        SessionId::parse(&"x".repeat(129)),
+        Err(InvalidInput::SessionIdLength { .. })
+    ));
+    // Maximum entry count with small values round-trips too.
+    let wide =
+        Metadata::from_pairs((0..limits::MAX_ENTRIES).map(|i| (format!("k{i}"), i.to_string())))
+            .unwrap();
+    let id = SessionId::generate();
+    s.create(&id, &wide, Ttl::Default).await.unwrap().unwrap();
+    assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, wide);
+}
+
+fn assert_corrupt(what: &str, r: Result<impl std::fmt::Debug, Error>) {
+    match r {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("{what}: expected a corrupt-record error, got {other:?}"),
+    }
+}
+
+/// A record written by someone else that does not decode gives a
+/// corrupt-record error, and the failing call leaves it intact.
+pub async fn corrupt_record_reported_and_left_intact<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let mut planted = 0;
+    for kind in Corruption::ALL {
+        let id = SessionId::generate();
+        if !h.plant(&id, kind).await {
+            continue;
+        }
+        planted += 1;
+        let before = h.raw(&id).await.expect("planted record is readable raw");
+        assert_corrupt(&format!("load {kind:?}"), s.load(&id).await);
+        if kind.breaks_version() {
+            assert_corrupt(&format!("version {kind:?}"), s.version(&id).await);
+            assert_corrupt(
+                &format!("update {kind:?}"),
+                s.update(&id, Version::INITIAL, &md(&[("x", "y")])).await,
+            );
+        }
+        assert_eq!(
+            s.create(&id, &md(&[("x", "y")]), Ttl::Default)
+                .await
+                .ok()
+                .flatten(),
+            None,
+            "create over a corrupt record {kind:?}"
+        );
+        assert_eq!(
+            h.raw(&id).await.as_deref(),
+            Some(before.as_str()),
+            "{kind:?} record was modified"
+        );
+        // The error names the key or row.
+        if let Err(Error::Corrupt { key, .. }) = s.load(&id).await {
+            assert!(
+                key.contains(id.as_str()),
+                "corrupt error names {key:?}, not the session"
+            );
+        }
+    }
+    if planted == 0 {
+        eprintln!(
+            "corrupt records: this store holds typed values and cannot be corrupted from outside"
+        );
+    }
+}
+
+async fn scan_all<S: SessionStore>(s: &S, limit: usize) -> Vec<SessionId> {
+    let mut out = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let page = s.scan(cursor.as_ref(), limit).await.unwrap();
+        out.extend(page.ids);
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
+/// Scan returns every session live for the whole scan and none deleted
+/// before it began, while others are created and deleted concurrently.
+pub async fn scan_sees_every_live_session_under_churn<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let mut stable = HashSet::new();
+    for _ in 0..150 {
+        let id = SessionId::generate();
+        s.create(&id, &md(&[]), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        stable.insert(id);
+    }
+    let mut gone = HashSet::new();
+    for _ in 0..50 {
+        let id = SessionId::generate();
+        s.create(&id, &md(&[]), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        s.delete(&id).await.unwrap();
+        gone.insert(id);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let s = h.store(long()).await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = SessionId::generate();
+                s.create(&id, &md(&[]), Ttl::Default)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if n % 2 == 0 {
+                    s.delete(&id).await.unwrap();
+                }
+                n += 1;
+                tokio::task::yield_now().await;
+            }
+            n
+        })
+    };
+    let seen = scan_all(&s, 7).await;
+    stop.store(true, Ordering::Relaxed);
+    let churned = churn.await.unwrap();
+    let unique: HashSet<_> = seen.iter().cloned().collect();
+    if !H::SCAN_MAY_REPEAT {
+        assert_eq!(unique.len(), seen.len(), "scan repeated a session");
+    }
+    let missed: Vec<_> = stable.difference(&unique).collect();
+    assert!(
+        missed.is_empty(),
+        "scan missed {} live sessions (churn: {churned})",
+        missed.len()
+    );
+    assert!(
+        unique.is_disjoint(&gone),
+        "scan returned a session deleted before it began"
+    );
+}
+
+/// A zero page size is invalid input.
+pub async fn scan_rejects_zero_limit<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    assert!(matches!(
+        s.scan(None, 0).await,
+        Err(Error::InvalidInput(InvalidInput::ScanLimit))
+    ));
+    assert!(
+        scan_all(&s, 1).await.is_empty(),
+        "fresh storage scans empty"
+    );
+}
+
+async fn next_change_for(
+    stream: &mut crate::change::ChangeStream,
+    id: &SessionId,
+    within: Duration,
+) -> Option<Change> {
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.recv().await {
+                Some(Change::Written { id: got, version }) if &got == id => {
+                    return Some(Change::Written { id: got, version });
+                }
+                Some(Change::Deleted { id: got }) if &got == id => {
+                    return Some(Change::Deleted { id: got });
+                }
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The change stream reports creates, updates and deletes made through
+/// another handle on the same storage.
+pub async fn change_stream_reports_other_handles_writes<H: Harness>(h: Arc<H>) {
+    let watcher = h.store(long()).await;
+    let writer = h.store(long()).await;
+    let mut stream = watcher.changes().expect("store has a change stream");
+    let id = SessionId::generate();
+    writer
+        .create(&id, &md(&[("n", "0")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    // A subscription may take a moment to be live: write until seen.
+    let mut version = Version::INITIAL;
+    let mut seen = None;
+    for n in 1..=40 {
+        version = match writer
+            .update(&id, version, &md(&[("n", &n.to_string())]))
+            .await
+            .unwrap()
+        {
+            Update::Applied(v) => v,
+            other => panic!("{other:?}"),
+        };
+        if let Some(c) = next_change_for(&mut stream, &id, Duration::from_millis(250)).await {
+            seen = Some(c);
+            break;
+        }
+    }
+    let Some(Change::Written { version: got, .. }) = seen else {
+        panic!("no change event for updates through another handle");
+    };
+    assert!(got <= version, "event from the future: {got} > {version}");
+    // Now the stream is live: each further write is reported.
+    let v = writer
+        .update(&id, version, &md(&[("n", "last")]))
+        .await
+        .unwrap();
+    let Update::Applied(v) = v else {
+        panic!("{v:?}")
+    };
+    loop {
+        match next_change_for(&mut stream, &id, Duration::from_secs(10)).await {
+            Some(Change::Written { version: got, .. }) if got == v => break,
+            Some(Change::Written { .. }) => {}
+            other => panic!("expected the update at {v}, got {other:?}"),
+        }
+    }
+    assert!(writer.delete(&id).await.unwrap());
+    assert_eq!(
+        next_change_for(&mut stream, &id, Duration::from_secs(10)).await,
+        Some(Change::Deleted { id: id.clone() }),
+        "delete through another handle not reported"
+    );
+}

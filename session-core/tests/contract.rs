@@ -1,0 +1,97 @@
+//! The store contract suite on `MemoryStore`, on a manual clock so expiry
+//! cases run instantly and deterministically.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_core::testing::{Corruption, Harness};
+use session_core::{Clock, ManualClock, MemoryStore, SessionId, StoreConfig};
+
+struct MemoryHarness {
+    clock: ManualClock,
+    stores: Mutex<Vec<(StoreConfig, MemoryStore)>>,
+}
+
+#[async_trait]
+impl Harness for MemoryHarness {
+    type Store = MemoryStore;
+
+    async fn setup() -> Self {
+        Self {
+            clock: ManualClock::new(),
+            stores: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn store(&self, config: StoreConfig) -> MemoryStore {
+        let mut stores = self.stores.lock().unwrap();
+        if let Some((_, s)) = stores.iter().find(|(c, _)| *c == config) {
+            return s.clone();
+        }
+        let s = MemoryStore::with_clock(config, self.clock.clone());
+        stores.push((config, s.clone()));
+        s
+    }
+
+    async fn teardown(&self) {
+        self.stores.lock().unwrap().clear();
+    }
+
+    async fn sleep(&self, d: Duration) {
+        self.clock.advance(d);
+        tokio::task::yield_now().await;
+    }
+
+    fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    async fn plant(&self, _id: &SessionId, _kind: Corruption) -> bool {
+        // MemoryStore holds typed values; nobody else can write bytes into it.
+        false
+    }
+
+    async fn raw(&self, _id: &SessionId) -> Option<String> {
+        None
+    }
+}
+
+session_core::store_contract_tests!(MemoryHarness);
+
+/// The same suite on the real clock, as a check that the cases' timing
+/// margins hold for a store whose time really passes.
+mod real_clock {
+    use super::*;
+
+    struct RealClockHarness(MemoryHarness);
+
+    #[async_trait]
+    impl Harness for RealClockHarness {
+        type Store = MemoryStore;
+        async fn setup() -> Self {
+            Self(MemoryHarness::setup().await)
+        }
+        async fn store(&self, config: StoreConfig) -> MemoryStore {
+            let mut stores = self.0.stores.lock().unwrap();
+            if let Some((_, s)) = stores.iter().find(|(c, _)| *c == config) {
+                return s.clone();
+            }
+            let s = MemoryStore::new(config);
+            stores.push((config, s.clone()));
+            s
+        }
+        async fn teardown(&self) {}
+        fn ttl_unit(&self) -> Duration {
+            Duration::from_millis(400)
+        }
+        async fn plant(&self, _id: &SessionId, _kind: Corruption) -> bool {
+            false
+        }
+        async fn raw(&self, _id: &SessionId) -> Option<String> {
+            None
+        }
+    }
+
+    session_core::store_contract_tests!(RealClockHarness);
+}
