@@ -409,8 +409,13 @@ pub async fn expired_record_invisible_to_every_method<H: Harness>(h: Arc<H>) {
     let t = h.ttl_unit();
     let s = h.store(cfg(t)).await;
     let id = SessionId::generate();
+    let id2 = SessionId::generate();
     let other = SessionId::generate();
     s.create(&id, &md(&[("a", "b")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    s.create(&id2, &md(&[("a", "b")]), Ttl::Default)
         .await
         .unwrap()
         .unwrap();
@@ -418,30 +423,39 @@ pub async fn expired_record_invisible_to_every_method<H: Harness>(h: Arc<H>) {
         .await
         .unwrap()
         .unwrap();
-    // keep `other` alive while `id` expires
+    // keep `other` alive while the two others expire
     h.sleep(t * 6 / 10).await;
     s.touch(&other).await.unwrap();
     h.sleep(t * 6 / 10).await;
     s.touch(&other).await.unwrap();
-    assert!(
-        s.version(&id).await.unwrap().is_none(),
-        "version sees an expired record"
-    );
-    assert!(
-        s.load(&id).await.unwrap().is_none(),
-        "load sees an expired record"
-    );
-    assert!(!s.touch(&id).await.unwrap(), "touch sees an expired record");
-    assert_eq!(
-        s.update(&id, Version::INITIAL, &md(&[])).await.unwrap(),
-        Update::Missing
-    );
+    // Each method is the first to look at an expired record in turn, so
+    // none can rely on another having cleaned it up.
     let ids = scan_all(&s, 100).await;
-    assert!(!ids.contains(&id), "scan returned an expired record");
+    assert!(
+        !ids.contains(&id) && !ids.contains(&id2),
+        "scan returned an expired record"
+    );
     assert!(
         !s.delete(&id).await.unwrap(),
         "delete reported removing an expired record"
     );
+    assert!(
+        s.version(&id2).await.unwrap().is_none(),
+        "version sees an expired record"
+    );
+    assert!(
+        s.load(&id2).await.unwrap().is_none(),
+        "load sees an expired record"
+    );
+    assert!(
+        !s.touch(&id2).await.unwrap(),
+        "touch sees an expired record"
+    );
+    assert_eq!(
+        s.update(&id2, Version::INITIAL, &md(&[])).await.unwrap(),
+        Update::Missing
+    );
+    assert!(ids.contains(&other), "scan missed a live record");
     assert_eq!(
         s.create(&id, &md(&[]), Ttl::Default).await.unwrap(),
         Some(Version::INITIAL)
