@@ -1,0 +1,149 @@
+//! Configuring a [`SessionManager`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::SessionStore;
+
+use crate::factory::SessionFactory;
+use crate::manager::SessionManager;
+use crate::policy::ValidationPolicy;
+
+/// Settings of a [`SessionManager`]; see [`SessionManager::builder`].
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub capacity: usize,
+    pub idle_timeout: Duration,
+    pub policy: ValidationPolicy,
+    pub op_timeout: Duration,
+    pub cas_retries: u32,
+    pub cas_backoff: Duration,
+    pub reservation_ttl: Duration,
+    pub resync_interval: Duration,
+    /// Slide a used entry's TTL when this many ms passed since its last slide
+    /// (a quarter of the store TTL).
+    pub slide_ms: u64,
+}
+
+/// Builds a [`SessionManager`]. Defaults: capacity 10 000, idle timeout
+/// 5 minutes, policy [`Push`](ValidationPolicy::Push) if the store has a
+/// change stream else [`EveryAccess`](ValidationPolicy::EveryAccess),
+/// storage operation timeout 2 s, CAS retry budget 16 with 2 ms base
+/// jittered backoff, reservation TTL 30 s, resync interval 60 s.
+#[must_use]
+pub struct SessionManagerBuilder<F> {
+    store: Arc<dyn SessionStore>,
+    factory: F,
+    capacity: usize,
+    idle_timeout: Duration,
+    policy: Option<ValidationPolicy>,
+    op_timeout: Duration,
+    cas_retries: u32,
+    cas_backoff: Duration,
+    reservation_ttl: Duration,
+    resync_interval: Duration,
+}
+
+impl<F: SessionFactory> SessionManagerBuilder<F> {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, factory: F) -> Self {
+        Self {
+            store,
+            factory,
+            capacity: 10_000,
+            idle_timeout: Duration::from_secs(300),
+            policy: None,
+            op_timeout: Duration::from_secs(2),
+            cas_retries: 16,
+            cas_backoff: Duration::from_millis(2),
+            reservation_ttl: Duration::from_secs(30),
+            resync_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// Most live sessions cached; the least recently used is evicted (and
+    /// closed) beyond it. At least 1.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// A cached session unused this long is evicted and closed (storage
+    /// keeps it; the next access restores it).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How hits are validated against storage.
+    pub fn policy(mut self, policy: ValidationPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Deadline for each storage call; a miss is reported as
+    /// [`Error::Unavailable`](crate::Error::Unavailable).
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Compare-and-set attempts of one `update` before
+    /// [`Error::ConflictBudgetExhausted`](crate::Error::ConflictBudgetExhausted). At least 1.
+    pub fn cas_retries(mut self, attempts: u32) -> Self {
+        self.cas_retries = attempts.max(1);
+        self
+    }
+
+    /// Base of the jittered exponential backoff between CAS attempts; zero
+    /// only yields to the scheduler.
+    pub fn cas_backoff(mut self, base: Duration) -> Self {
+        self.cas_backoff = base;
+        self
+    }
+
+    /// TTL of a reserved, not yet activated session (clamped by the store to its TTL).
+    pub fn reservation_ttl(mut self, ttl: Duration) -> Self {
+        self.reservation_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// With the push policy: every entry is re-validated by one probe at
+    /// least this often, bounding staleness if change events are lost.
+    pub fn resync_interval(mut self, interval: Duration) -> Self {
+        self.resync_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Starts the manager: its change-stream listener (push policy) and idle
+    /// sweeper run on the current Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn build(self) -> SessionManager<F> {
+        let stream = self.store.changes();
+        let policy = self.policy.unwrap_or(if stream.is_some() {
+            ValidationPolicy::Push
+        } else {
+            ValidationPolicy::EveryAccess
+        });
+        let ttl_ms = u64::try_from(self.store.config().ttl().as_millis()).unwrap_or(u64::MAX);
+        let config = Config {
+            capacity: self.capacity,
+            idle_timeout: self.idle_timeout,
+            policy,
+            op_timeout: self.op_timeout,
+            cas_retries: self.cas_retries,
+            cas_backoff: self.cas_backoff,
+            reservation_ttl: self.reservation_ttl,
+            resync_interval: self.resync_interval,
+            slide_ms: (ttl_ms / 4).max(1),
+        };
+        let stream = if policy == ValidationPolicy::Push {
+            stream
+        } else {
+            None
+        };
+        SessionManager::start(self.store, self.factory, config, stream)
+    }
+}
