@@ -1,0 +1,293 @@
+//! Store and pool settings, with defaults.
+
+use std::time::Duration;
+
+use session_core::{ConfigError, StoreConfig};
+
+/// The slide throttle used unless configured: a load slides expiry only
+/// once a tenth of the session's TTL has passed since the last slide.
+pub const DEFAULT_SLIDE_FRACTION: f64 = 0.1;
+
+/// Connection pool settings (sqlx's pool), with defaults chosen for a
+/// gateway: a bounded pool, explicit timeouts, and no liveness ping before
+/// every query.
+///
+/// `test_before_acquire` is off by default: sqlx then pings (a full round
+/// trip) on every acquire, which measured as roughly doubling the latency of
+/// a point read (see the README's benchmark). With it off, a connection
+/// killed by the server fails the one query that next uses it with
+/// [`session_core::Error::Unavailable`] (transient, safe to retry) and the
+/// pool replaces it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolConfig {
+    /// Most open connections (default 16).
+    pub max_connections: u32,
+    /// Connections kept open when idle (default 0).
+    pub min_connections: u32,
+    /// How long an operation waits for a free connection before it fails
+    /// with [`session_core::Error::Timeout`] (default 5 s).
+    pub acquire_timeout: Duration,
+    /// Idle connections are closed after this long (default 10 min).
+    pub idle_timeout: Option<Duration>,
+    /// Connections are recycled after this long (default 30 min).
+    pub max_lifetime: Option<Duration>,
+    /// Ping each connection before handing it out (default `false`).
+    pub test_before_acquire: bool,
+    /// Server-side `statement_timeout` for store connections (Postgres
+    /// only; default none). A statement cancelled by it is reported as
+    /// [`session_core::Error::Timeout`].
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            test_before_acquire: false,
+            statement_timeout: None,
+        }
+    }
+}
+
+/// Checks a slide fraction: a finite number in `0.0..=1.0`.
+pub(crate) fn check_fraction(fraction: f64) -> Result<f64, ConfigError> {
+    if fraction.is_finite() && (0.0..=1.0).contains(&fraction) {
+        Ok(fraction)
+    } else {
+        Err(ConfigError::Invalid {
+            setting: "slide_fraction",
+            reason: format!("{fraction} is not within 0.0..=1.0"),
+        })
+    }
+}
+
+/// Settings for [`crate::PostgresStore`].
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::StoreConfig;
+/// use session_storage_sql::PostgresConfig;
+///
+/// let cfg = PostgresConfig::new("postgres://app@db/sessions?sslmode=require")
+///     .schema("vmcp")
+///     .table("sessions")
+///     .store(StoreConfig::new(Duration::from_secs(1800))?)
+///     .slide_fraction(0.1);
+/// # let _ = cfg;
+/// # Ok::<(), session_core::ConfigError>(())
+/// ```
+#[cfg(feature = "postgres")]
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    pub(crate) url: String,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) store: StoreConfig,
+    pub(crate) slide_fraction: f64,
+    pub(crate) pool: PoolConfig,
+    pub(crate) notify: bool,
+    pub(crate) listen: bool,
+    pub(crate) migrate: bool,
+    pub(crate) change_capacity: usize,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresConfig {
+    /// Defaults: schema `public`, table `vmcp_sessions`, the default
+    /// [`StoreConfig`], slide fraction 0.1, default [`PoolConfig`],
+    /// notifications and the listener on, migrations applied at connect.
+    /// `url` is a libpq-style URL; `sslmode` in it selects TLS (feature
+    /// `tls-rustls`).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "public".to_owned(),
+            table: "vmcp_sessions".to_owned(),
+            store: StoreConfig::default(),
+            slide_fraction: DEFAULT_SLIDE_FRACTION,
+            pool: PoolConfig::default(),
+            notify: true,
+            listen: true,
+            migrate: true,
+            change_capacity: 1024,
+        }
+    }
+
+    /// The schema holding the table (validated at connect as
+    /// `[a-z_][a-z0-9_]{0,62}`; created if missing).
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The table name (validated like the schema).
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Expiry settings.
+    #[must_use]
+    pub fn store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// A load rewrites `expires_at` only when at least this fraction of
+    /// the session's TTL has passed since the last slide (`0.0` slides on
+    /// every load). Touch and update always slide.
+    #[must_use]
+    pub fn slide_fraction(mut self, fraction: f64) -> Self {
+        self.slide_fraction = fraction;
+        self
+    }
+
+    /// Pool settings.
+    #[must_use]
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Whether writes issue `pg_notify` (default `true`). Turn off only if
+    /// no node uses the change stream.
+    #[must_use]
+    pub fn notify(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// Whether this handle runs a `LISTEN` task feeding
+    /// [`session_core::SessionStore::changes`] (default `true`; it holds
+    /// one extra connection).
+    #[must_use]
+    pub fn listen(mut self, on: bool) -> Self {
+        self.listen = on;
+        self
+    }
+
+    /// Whether connect applies pending migrations (default `true`). When
+    /// off, the table must already exist.
+    #[must_use]
+    pub fn migrate(mut self, on: bool) -> Self {
+        self.migrate = on;
+        self
+    }
+
+    /// How far a change-stream receiver may fall behind before it sees a
+    /// resync (default 1024).
+    #[must_use]
+    pub fn change_capacity(mut self, capacity: usize) -> Self {
+        self.change_capacity = capacity;
+        self
+    }
+}
+
+/// Where a [`crate::SqliteStore`] keeps its data.
+#[cfg(feature = "sqlite")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SqliteLocation {
+    /// A database file (created if missing), in WAL mode.
+    File(std::path::PathBuf),
+    /// A private in-memory database on a single connection, gone when the
+    /// last handle is dropped.
+    Memory,
+}
+
+/// Settings for [`crate::SqliteStore`].
+#[cfg(feature = "sqlite")]
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    pub(crate) location: SqliteLocation,
+    pub(crate) table: String,
+    pub(crate) store: StoreConfig,
+    pub(crate) slide_fraction: f64,
+    pub(crate) max_connections: u32,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) synchronous_full: bool,
+    pub(crate) change_capacity: usize,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteConfig {
+    /// A database file at `path` (created if missing).
+    pub fn file(path: impl Into<std::path::PathBuf>) -> Self {
+        Self::at(SqliteLocation::File(path.into()))
+    }
+
+    /// A private in-memory database.
+    pub fn in_memory() -> Self {
+        Self::at(SqliteLocation::Memory)
+    }
+
+    fn at(location: SqliteLocation) -> Self {
+        Self {
+            location,
+            table: "vmcp_sessions".to_owned(),
+            store: StoreConfig::default(),
+            slide_fraction: DEFAULT_SLIDE_FRACTION,
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+            synchronous_full: true,
+            change_capacity: 1024,
+        }
+    }
+
+    /// The table name (validated as `[a-z_][a-z0-9_]{0,62}`).
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Expiry settings.
+    #[must_use]
+    pub fn store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The load slide throttle (see [`PostgresConfig::slide_fraction`]).
+    #[must_use]
+    pub fn slide_fraction(mut self, fraction: f64) -> Self {
+        self.slide_fraction = fraction;
+        self
+    }
+
+    /// Most open connections for a file database (default 4; an
+    /// in-memory database always uses one).
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a writer waits for the database lock (default 5 s).
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// `synchronous=FULL` (default, every commit is durable) or `NORMAL`
+    /// (WAL: a power loss may drop the last commits, never corrupts).
+    #[must_use]
+    pub fn synchronous_full(mut self, full: bool) -> Self {
+        self.synchronous_full = full;
+        self
+    }
+
+    /// How far a change-stream receiver may fall behind before it sees a
+    /// resync (default 1024).
+    #[must_use]
+    pub fn change_capacity(mut self, capacity: usize) -> Self {
+        self.change_capacity = capacity;
+        self
+    }
+}

@@ -1,0 +1,59 @@
+//! Conversion of sqlx errors into [`session_core::Error`] at the crate edge.
+
+use std::time::Duration;
+
+use session_core::{CorruptRecord, Error, MetadataError};
+
+/// Postgres `query_canceled` (raised by `statement_timeout`).
+const PG_QUERY_CANCELED: &str = "57014";
+
+/// Maps a sqlx error: pool acquire timeouts and statement timeouts become
+/// [`Error::Timeout`], everything else [`Error::Unavailable`] with the sqlx
+/// error kept as the source.
+pub(crate) fn from_sqlx(err: sqlx::Error, acquire: Duration, statement: Option<Duration>) -> Error {
+    match &err {
+        sqlx::Error::PoolTimedOut => Error::Timeout(acquire),
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(PG_QUERY_CANCELED) => {
+            Error::Timeout(statement.unwrap_or_default())
+        }
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            Error::Timeout(statement.unwrap_or(acquire))
+        }
+        _ => Error::unavailable(err),
+    }
+}
+
+/// A stored row whose metadata does not decode.
+pub(crate) fn corrupt_metadata(id: &str, err: MetadataError) -> Error {
+    Error::corrupt(id, CorruptRecord::InvalidMetadata(err))
+}
+
+/// A stored row whose version is not a positive integer.
+pub(crate) fn corrupt_version(id: &str, raw: i64) -> Error {
+    Error::corrupt(id, CorruptRecord::InvalidVersion(raw.to_string()))
+}
+
+/// Converts a positive stored version.
+pub(crate) fn version(id: &str, raw: i64) -> Result<session_core::Version, Error> {
+    u64::try_from(raw)
+        .ok()
+        .filter(|v| *v > 0)
+        .map(session_core::Version::new)
+        .ok_or_else(|| corrupt_version(id, raw))
+}
+
+/// A version as the `bigint` the column holds (versions past `i64::MAX`
+/// cannot exist in storage, so such an expectation never matches).
+pub(crate) fn version_param(v: session_core::Version) -> i64 {
+    i64::try_from(v.get()).unwrap_or(i64::MAX)
+}
+
+/// Milliseconds as the `bigint` the SQL takes.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+/// Bad configuration, reported as invalid input.
+pub(crate) fn config(err: session_core::ConfigError) -> Error {
+    Error::InvalidInput(session_core::InvalidInput::Config(err))
+}

@@ -1,0 +1,141 @@
+//! The Postgres change listener: a background task on its own connection
+//! that `LISTEN`s on the store's channel and feeds a [`ChangeHub`].
+//!
+//! Payloads are `w:<version>:<id>` (created or updated) and `d:<id>`
+//! (deleted). After any gap (the connection dropped, was terminated, or a
+//! reconnect failed for a while) the task re-establishes `LISTEN` first and
+//! then publishes [`Change::Resync`], so a subscriber re-validates
+//! everything it caches and misses nothing written after the resync.
+
+use std::time::Duration;
+
+use session_core::{Change, ChangeHub, SessionId, Version};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tokio::task::JoinHandle;
+
+/// Aborts the task it holds when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Connects, runs `LISTEN`, and only then spawns the receive loop, so a
+/// store returned from connect sees every change committed afterwards.
+pub(crate) async fn start(
+    options: PgConnectOptions,
+    channel: String,
+    hub: ChangeHub,
+) -> Result<AbortOnDrop, sqlx::Error> {
+    // A pool of one, only used to (re)connect; it pings before reuse so a
+    // terminated connection is replaced rather than handed back.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(true)
+        .connect_lazy_with(options);
+    let listener = connect(&pool, &channel).await?;
+    Ok(AbortOnDrop(tokio::spawn(run(pool, listener, channel, hub))))
+}
+
+async fn connect(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+async fn run(pool: PgPool, mut listener: PgListener, channel: String, hub: ChangeHub) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) => dispatch(&hub, n.payload()),
+            Ok(None) => {
+                // sqlx reconnected and re-ran LISTEN before returning.
+                tracing::warn!(%channel, "change listener reconnected; publishing resync");
+                hub.publish(Change::Resync);
+            }
+            Err(error) => {
+                tracing::warn!(%channel, %error, "change listener lost its connection; reconnecting");
+                drop(listener);
+                listener = reconnect(&pool, &channel).await;
+                tracing::info!(%channel, "change listener reconnected; publishing resync");
+                hub.publish(Change::Resync);
+            }
+        }
+    }
+}
+
+async fn reconnect(pool: &PgPool, channel: &str) -> PgListener {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        tokio::time::sleep(backoff).await;
+        match connect(pool, channel).await {
+            Ok(listener) => return listener,
+            Err(error) => {
+                tracing::warn!(%channel, %error, ?backoff, "change listener reconnect failed");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Parses one payload and publishes it; an unknown payload is logged and
+/// turned into a resync (something wrote that this version does not know).
+pub(crate) fn dispatch(hub: &ChangeHub, payload: &str) {
+    match parse(payload) {
+        Some(change) => hub.publish(change),
+        None => {
+            tracing::warn!(payload, "unrecognised change payload; publishing resync");
+            hub.publish(Change::Resync);
+        }
+    }
+}
+
+fn parse(payload: &str) -> Option<Change> {
+    if let Some(rest) = payload.strip_prefix("w:") {
+        let (version, id) = rest.split_once(':')?;
+        let version = version.parse::<u64>().ok().filter(|v| *v > 0)?;
+        Some(Change::Written {
+            id: SessionId::parse(id).ok()?,
+            version: Version::new(version),
+        })
+    } else {
+        let id = payload.strip_prefix("d:")?;
+        Some(Change::Deleted {
+            id: SessionId::parse(id).ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads() {
+        assert_eq!(
+            parse("w:3:a:b"),
+            Some(Change::Written {
+                id: SessionId::parse("a:b").unwrap(),
+                version: Version::new(3)
+            })
+        );
+        assert_eq!(
+            parse("d:x"),
+            Some(Change::Deleted {
+                id: SessionId::parse("x").unwrap()
+            })
+        );
+        assert_eq!(parse("w:0:x"), None);
+        assert_eq!(parse("w:x"), None);
+        assert_eq!(parse("z:x"), None);
+        assert_eq!(parse("d:"), None);
+    }
+}

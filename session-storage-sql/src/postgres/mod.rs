@@ -1,0 +1,353 @@
+//! [`PostgresStore`]: sessions in one Postgres table, changes over
+//! `LISTEN`/`NOTIFY`.
+
+mod sql;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_core::{
+    ChangeHub, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata, Page,
+    Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
+};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::cleanup::{self, Batch, CleanupConfig, CleanupHandle};
+use crate::config::{PostgresConfig, check_fraction};
+use crate::error::{self, corrupt_metadata, from_sqlx, millis, version, version_param};
+use crate::ident::Ident;
+use crate::listener::{self, AbortOnDrop};
+use crate::migrate;
+
+use self::sql::Statements;
+
+/// How often an update re-runs when its snapshot showed the expected
+/// version but a concurrent writer changed the row first.
+const AMBIGUOUS_RETRIES: usize = 8;
+
+/// A [`SessionStore`] on Postgres.
+///
+/// One row per session in a configurable, validated `schema.table`
+/// (see the README for the layout). Every operation is one statement and
+/// one round trip, on the server's clock:
+///
+/// - `create` inserts, replacing only an expired row (`ON CONFLICT ... DO
+///   UPDATE ... WHERE expires_at <= now()`), never a live one;
+/// - `update` is a compare-and-set (`WHERE id AND version AND live`) whose
+///   statement also reads the live version from the same snapshot, so it
+///   tells a conflict from a missing record without a second query;
+/// - `load` reads and slides, but rewrites `expires_at` only once the
+///   configured fraction of the TTL has passed (hot sessions do not churn
+///   WAL); `version` is a point select that never writes;
+/// - writes `pg_notify` the change in the same statement, so the
+///   notification is sent if and only if the write commits.
+///
+/// Clones share the pool, the listener and the change stream. Scans are
+/// ordered by id with a keyset cursor and never repeat an id.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    sql: Statements,
+    config: StoreConfig,
+    ttl_ms: i64,
+    max_ms: Option<i64>,
+    fraction: f64,
+    schema: Ident,
+    table: Ident,
+    channel: String,
+    hub: Option<ChangeHub>,
+    acquire_timeout: Duration,
+    statement_timeout: Option<Duration>,
+    _listener: Option<AbortOnDrop>,
+}
+
+impl Inner {
+    fn err(&self, e: sqlx::Error) -> Error {
+        from_sqlx(e, self.acquire_timeout, self.statement_timeout)
+    }
+}
+
+impl PostgresStore {
+    /// Connects, applies pending migrations (unless turned off) and starts
+    /// the change listener (unless turned off).
+    pub async fn connect(cfg: PostgresConfig) -> Result<Self> {
+        let schema = Ident::new("schema", &cfg.schema).map_err(error::config)?;
+        let table = Ident::new("table", &cfg.table).map_err(error::config)?;
+        let fraction = check_fraction(cfg.slide_fraction).map_err(error::config)?;
+        let mut options: PgConnectOptions = cfg.url.parse().map_err(|e: sqlx::Error| {
+            error::config(ConfigError::Invalid {
+                setting: "url",
+                reason: e.to_string(),
+            })
+        })?;
+        if options.get_application_name().is_none() {
+            options = options.application_name(&format!("vmcp-store:{schema}.{table}"));
+        }
+        let listen_options = options
+            .clone()
+            .application_name(&format!("vmcp-listen:{schema}.{table}"));
+        if let Some(t) = cfg.pool.statement_timeout {
+            options = options.options([("statement_timeout", format!("{}ms", millis(t)))]);
+        }
+        let p = &cfg.pool;
+        let pool = PgPoolOptions::new()
+            .max_connections(p.max_connections.max(1))
+            .min_connections(p.min_connections)
+            .acquire_timeout(p.acquire_timeout)
+            .idle_timeout(p.idle_timeout)
+            .max_lifetime(p.max_lifetime)
+            .test_before_acquire(p.test_before_acquire)
+            .connect_lazy_with(options);
+        let err = |e| from_sqlx(e, p.acquire_timeout, p.statement_timeout);
+        if cfg.migrate {
+            migrate::postgres(&pool, &schema, &table).await.map_err(err)?;
+        }
+        let channel = sql::channel(&schema, &table);
+        let (hub, listener) = if cfg.listen {
+            let hub = ChangeHub::new(cfg.change_capacity);
+            let task = listener::start(listen_options, channel.clone(), hub.clone())
+                .await
+                .map_err(err)?;
+            (Some(hub), Some(task))
+        } else {
+            (None, None)
+        };
+        let sql = Statements::new(&schema, &table, cfg.notify.then_some(channel.as_str()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                sql,
+                ttl_ms: millis(cfg.store.ttl()),
+                max_ms: cfg.store.max_lifetime().map(millis),
+                config: cfg.store,
+                fraction,
+                schema,
+                table,
+                channel,
+                hub,
+                acquire_timeout: cfg.pool.acquire_timeout,
+                statement_timeout: cfg.pool.statement_timeout,
+                _listener: listener,
+            }),
+        })
+    }
+
+    /// The connection pool (for health checks and metrics).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding the table.
+    pub fn schema(&self) -> &Ident {
+        &self.inner.schema
+    }
+
+    /// The table.
+    pub fn table(&self) -> &Ident {
+        &self.inner.table
+    }
+
+    /// The `LISTEN`/`NOTIFY` channel (`<schema>.<table>`, hashed if longer
+    /// than 63 bytes).
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// Deletes up to `batch` expired rows now; returns how many.
+    pub async fn purge_expired(&self, batch: u32) -> Result<u64> {
+        purge(&self.inner, batch).await
+    }
+
+    /// Starts the batched expired-row cleanup task. It stops when the
+    /// handle is dropped or stopped, or when every store handle is gone.
+    pub fn spawn_cleanup(&self, config: CleanupConfig) -> CleanupHandle {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let name = format!("{}.{}", self.inner.schema, self.inner.table);
+        cleanup::spawn(name, config, move |batch| {
+            let weak = weak.clone();
+            async move {
+                match weak.upgrade() {
+                    Some(inner) => purge(&inner, batch).await.map(Batch::Deleted),
+                    None => Ok(Batch::StoreGone),
+                }
+            }
+        })
+    }
+}
+
+async fn purge(inner: &Inner, batch: u32) -> Result<u64> {
+    sqlx::query(inner.sql.purge.clone())
+        .bind(i64::from(batch.max(1)))
+        .execute(&inner.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| inner.err(e))
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+        let inner = &*self.inner;
+        let ttl_ms = millis(inner.config.effective_ttl(ttl));
+        let row = sqlx::query(inner.sql.create.clone())
+            .bind(id.as_str())
+            .bind(metadata.json())
+            .bind(ttl_ms)
+            .bind(inner.max_ms)
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(|e| inner.err(e))?;
+        Ok(row.map(|_| Version::INITIAL))
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        let inner = &*self.inner;
+        let row = sqlx::query(inner.sql.load.clone())
+            .bind(id.as_str())
+            .bind(inner.max_ms)
+            .bind(inner.fraction)
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(|e| inner.err(e))?;
+        let Some(row) = row else { return Ok(None) };
+        let v: i64 = row.try_get(0).map_err(|e| inner.err(e))?;
+        let md: &str = row.try_get(1).map_err(|e| inner.err(e))?;
+        Ok(Some(Record {
+            version: version(id.as_str(), v)?,
+            metadata: Metadata::from_json(md).map_err(|e| corrupt_metadata(id.as_str(), e))?,
+        }))
+    }
+
+    async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
+        let inner = &*self.inner;
+        let v: Option<i64> = sqlx::query_scalar(inner.sql.version.clone())
+            .bind(id.as_str())
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(|e| inner.err(e))?;
+        v.map(|v| version(id.as_str(), v)).transpose()
+    }
+
+    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update> {
+        let inner = &*self.inner;
+        let expected_raw = version_param(expected);
+        for _ in 0..AMBIGUOUS_RETRIES {
+            let row = sqlx::query(inner.sql.update.clone())
+                .bind(id.as_str())
+                .bind(expected_raw)
+                .bind(metadata.json())
+                .bind(inner.ttl_ms)
+                .bind(inner.max_ms)
+                .fetch_one(&inner.pool)
+                .await
+                .map_err(|e| inner.err(e))?;
+            let applied: Option<i64> = row.try_get(0).map_err(|e| inner.err(e))?;
+            let current: Option<i64> = row.try_get(1).map_err(|e| inner.err(e))?;
+            match (applied, current) {
+                (Some(v), _) => return Ok(Update::Applied(version(id.as_str(), v)?)),
+                (None, None) => return Ok(Update::Missing),
+                // The snapshot showed the expected version, yet the update
+                // matched nothing: a writer committed in between. Ask again
+                // with a fresh snapshot.
+                (None, Some(v)) if v == expected_raw => {}
+                (None, Some(v)) => {
+                    return Ok(Update::Conflict {
+                        current: version(id.as_str(), v)?,
+                    });
+                }
+            }
+        }
+        // Still racing after several tries (a writer lands between every
+        // snapshot and update): report the version as it is now.
+        match self.version(id).await? {
+            Some(current) => Ok(Update::Conflict { current }),
+            None => Ok(Update::Missing),
+        }
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<bool> {
+        let inner = &*self.inner;
+        let done = sqlx::query(inner.sql.touch.clone())
+            .bind(id.as_str())
+            .bind(inner.max_ms)
+            .execute(&inner.pool)
+            .await
+            .map_err(|e| inner.err(e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let inner = &*self.inner;
+        let live: Option<bool> = sqlx::query_scalar(inner.sql.delete.clone())
+            .bind(id.as_str())
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(|e| inner.err(e))?;
+        Ok(live.unwrap_or(false))
+    }
+
+    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        if limit == 0 {
+            return Err(InvalidInput::ScanLimit.into());
+        }
+        let inner = &*self.inner;
+        // One extra row tells whether another page follows.
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1);
+        let rows: Vec<String> = match cursor {
+            None => {
+                sqlx::query_scalar(inner.sql.scan_first.clone())
+                    .bind(fetch)
+                    .fetch_all(&inner.pool)
+                    .await
+            }
+            Some(c) => {
+                sqlx::query_scalar(inner.sql.scan_next.clone())
+                    .bind(c.as_str())
+                    .bind(fetch)
+                    .fetch_all(&inner.pool)
+                    .await
+            }
+        }
+        .map_err(|e| inner.err(e))?;
+        page(rows, limit)
+    }
+
+    fn changes(&self) -> Option<ChangeStream> {
+        self.inner.hub.as_ref().map(ChangeHub::subscribe)
+    }
+
+    fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+}
+
+/// Turns `limit + 1` fetched ids into a page.
+pub(crate) fn page(mut rows: Vec<String>, limit: usize) -> Result<Page> {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|id| Cursor::new(id.as_str()))
+    } else {
+        None
+    };
+    let ids = rows
+        .iter()
+        .map(|s| SessionId::parse(s).map_err(|e| Error::corrupt(s.as_str(), CorruptRecord::InvalidId(e))))
+        .collect::<Result<_>>()?;
+    Ok(Page { ids, next })
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.schema)
+            .field("table", &self.inner.table)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,146 @@
+//! The statements a [`super::PostgresStore`] runs, rendered once per store
+//! from validated identifiers. Every statement is one round trip and reads
+//! time only from the server (`now()`).
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
+use crate::ident::Ident;
+
+/// `$n` milliseconds as an interval.
+macro_rules! ms {
+    ($n:literal) => {
+        concat!("($", $n, "::bigint * interval '1 millisecond')")
+    };
+}
+
+/// Rendered statements (cheap to clone: shared strings).
+#[derive(Clone, Debug)]
+pub(crate) struct Statements {
+    /// `$1` id, `$2` metadata, `$3` ttl ms, `$4` max lifetime ms (nullable)
+    /// → one row (`version`) if created.
+    pub(crate) create: SqlStr,
+    /// `$1` id, `$2` max lifetime ms, `$3` slide fraction → `version`, `metadata`.
+    pub(crate) load: SqlStr,
+    /// `$1` id → `version`.
+    pub(crate) version: SqlStr,
+    /// `$1` id, `$2` expected, `$3` metadata, `$4` ttl ms, `$5` max ms
+    /// → `applied`, `current` (both nullable).
+    pub(crate) update: SqlStr,
+    /// `$1` id, `$2` max ms → rows affected.
+    pub(crate) touch: SqlStr,
+    /// `$1` id → a row with `live` if a row was removed.
+    pub(crate) delete: SqlStr,
+    /// `$1` limit → `id`s.
+    pub(crate) scan_first: SqlStr,
+    /// `$1` after, `$2` limit → `id`s.
+    pub(crate) scan_next: SqlStr,
+    /// `$1` batch size → rows affected.
+    pub(crate) purge: SqlStr,
+}
+
+fn sql(s: String) -> SqlStr {
+    AssertSqlSafe(s).into_sql_str()
+}
+
+impl Statements {
+    /// `channel` is `None` when notifications are off; otherwise it holds
+    /// only `[a-z0-9_.]` (built from identifiers), so it is safe as a
+    /// literal.
+    pub(crate) fn new(schema: &Ident, table: &Ident, channel: Option<&str>) -> Self {
+        let t = format!("{}.{}", schema.quoted(), table.quoted());
+        let deadline = |ttl: &str, max: &str| format!("least(now() + {ttl}, created_at + {max})");
+        let notify_create = channel
+            .map(|c| format!(", pg_notify('{c}', 'w:1:' || $1::text)::text AS n"))
+            .unwrap_or_default();
+        let notify_update = channel
+            .map(|c| format!(", (SELECT pg_notify('{c}', 'w:' || version || ':' || $1::text) FROM upd)::text AS n"))
+            .unwrap_or_default();
+        let notify_delete = channel
+            .map(|c| format!(", CASE WHEN live THEN pg_notify('{c}', 'd:' || $1::text)::text END AS n"))
+            .unwrap_or_default();
+        let row_deadline = deadline("ttl", ms!(2));
+        Self {
+            create: sql(format!(
+                "WITH ins AS (\
+                   INSERT INTO {t} AS s (id, version, metadata, created_at, expires_at, ttl) \
+                   VALUES ($1, 1, $2, now(), least(now() + {ttl}, now() + {max}), {ttl}) \
+                   ON CONFLICT (id) DO UPDATE SET version = 1, metadata = excluded.metadata, \
+                     created_at = excluded.created_at, expires_at = excluded.expires_at, ttl = excluded.ttl \
+                   WHERE s.expires_at <= now() \
+                   RETURNING s.version) \
+                 SELECT version{notify_create} FROM ins",
+                ttl = ms!(3),
+                max = ms!(4),
+            )),
+            load: sql(format!(
+                "WITH slide AS (\
+                   UPDATE {t} SET expires_at = {row_deadline} \
+                   WHERE id = $1 AND expires_at > now() \
+                     AND expires_at < {row_deadline} - ttl * $3::float8) \
+                 SELECT version, metadata FROM {t} WHERE id = $1 AND expires_at > now()"
+            )),
+            version: sql(format!(
+                "SELECT version FROM {t} WHERE id = $1 AND expires_at > now()"
+            )),
+            update: sql(format!(
+                "WITH cur AS (SELECT version FROM {t} WHERE id = $1 AND expires_at > now()), \
+                 upd AS (\
+                   UPDATE {t} SET version = version + 1, metadata = $3, ttl = {ttl}, \
+                     expires_at = {dl} \
+                   WHERE id = $1 AND version = $2 AND expires_at > now() \
+                   RETURNING version) \
+                 SELECT (SELECT version FROM upd) AS applied, (SELECT version FROM cur) AS current{notify_update}",
+                ttl = ms!(4),
+                dl = deadline(ms!(4), ms!(5)),
+            )),
+            touch: sql(format!(
+                "UPDATE {t} SET expires_at = {row_deadline} WHERE id = $1 AND expires_at > now()"
+            )),
+            delete: sql(format!(
+                "WITH del AS (DELETE FROM {t} WHERE id = $1 RETURNING expires_at > now() AS live) \
+                 SELECT live{notify_delete} FROM del"
+            )),
+            scan_first: sql(format!(
+                "SELECT id FROM {t} WHERE expires_at > now() ORDER BY id LIMIT $1"
+            )),
+            scan_next: sql(format!(
+                "SELECT id FROM {t} WHERE id > $1 AND expires_at > now() ORDER BY id LIMIT $2"
+            )),
+            purge: sql(format!(
+                "DELETE FROM {t} WHERE ctid = ANY(ARRAY(\
+                   SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1)) \
+                 AND expires_at <= now()"
+            )),
+        }
+    }
+}
+
+/// The `LISTEN`/`pg_notify` channel for a schema and table:
+/// `<schema>.<table>` when that fits Postgres's 63-byte limit, else a
+/// prefix of it and a hash of the whole.
+pub(crate) fn channel(schema: &Ident, table: &Ident) -> String {
+    let full = format!("{schema}.{table}");
+    if full.len() <= Ident::MAX_LEN {
+        return full;
+    }
+    let hash = crate::ident::fnv1a(full.as_bytes());
+    format!("{}.{hash:016x}", &full[..Ident::MAX_LEN - 17])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_fits() {
+        let s = Ident::new("s", &"s".repeat(63)).unwrap();
+        let t = Ident::new("t", &"t".repeat(63)).unwrap();
+        let c = channel(&s, &t);
+        assert_eq!(c.len(), 63);
+        assert_eq!(channel(&Ident::new("s", "a").unwrap(), &t).len(), 63);
+        assert_eq!(
+            channel(&Ident::new("s", "public").unwrap(), &Ident::new("t", "x").unwrap()),
+            "public.x"
+        );
+    }
+}
