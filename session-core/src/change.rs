@@ -68,7 +68,9 @@ impl ChangeHub {
 
     /// Publishes a change (dropped when nobody listens).
     pub fn publish(&self, change: Change) {
-        let _ = self.tx.send(change);
+        if self.has_subscribers() {
+            let _ = self.tx.send(change);
+        }
     }
 
     /// Whether anyone listens (lets a store skip building events).

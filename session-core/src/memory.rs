@@ -252,7 +252,7 @@ impl SessionStore for MemoryStore {
         let inner = &*self.inner;
         Ok(inner
             .with_live(id, |e, now| {
-                e.expires = inner.deadline(now, e.created, e.ttl)
+                e.expires = inner.deadline(now, e.created, e.ttl);
             })
             .is_some())
     }

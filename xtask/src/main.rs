@@ -1,1 +1,260 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `test`: finds the test backends (environment URLs, else the local
+//!   Redis and Postgres), starts a throwaway 3-master Redis Cluster on
+//!   loopback, exports the URLs and runs every workspace test.
+//! - `ci`: formatting, clippy (`-D warnings`), docs, then `test`.
+//! - `bench [NAME]`: runs the benchmark targets (all, or the one named
+//!   `memory`, `redis`, `postgres`, `manager`) and prints each group's
+//!   median and its ratio to the group's `baseline`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, SystemTime};
+
+const REDIS_VAR: &str = "SESSION_TEST_REDIS_URL";
+const POSTGRES_VAR: &str = "SESSION_TEST_POSTGRES_URL";
+const CLUSTER_VAR: &str = "SESSION_TEST_REDIS_CLUSTER_URLS";
+const CLUSTER_BASE_PORT: u16 = 7001;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("ci") => ci(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
+        _ => {
+            eprintln!("usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut cmd: Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: running {shown}");
+    let status = cmd.status().map_err(|e| format!("{shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed: {status}"))
+    }
+}
+
+fn answers(addr: &str) -> bool {
+    addr.parse::<SocketAddr>()
+        .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// Sets `var` to the local server's URL if unset and the server answers.
+fn find_backend(var: &str, addr: &str, url: &str) {
+    if std::env::var_os(var).is_some() {
+        eprintln!("xtask: {var} given by the environment");
+    } else if answers(addr) {
+        eprintln!("xtask: {var}={url} (local server)");
+        set_env(var, url);
+    } else {
+        eprintln!(
+            "xtask: no server at {addr} and {var} unset: tests that need it will fail and say how to provide one"
+        );
+    }
+}
+
+fn set_env(var: &str, value: &str) {
+    // Edition 2024 makes set_var unsafe; children get the value explicitly instead.
+    ENV.with(|e| e.borrow_mut().push((var.to_owned(), value.to_owned())));
+}
+
+thread_local! {
+    static ENV: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn with_env(mut cmd: Command) -> Command {
+    ENV.with(|e| {
+        for (k, v) in e.borrow().iter() {
+            cmd.env(k, v);
+        }
+    });
+    cmd
+}
+
+fn find_backends() {
+    find_backend(REDIS_VAR, "127.0.0.1:6379", "redis://127.0.0.1:6379");
+    find_backend(
+        POSTGRES_VAR,
+        "127.0.0.1:5432",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+}
+
+/// A Redis Cluster started for the test run and stopped when dropped.
+struct Cluster {
+    script: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Result<Option<Self>, String> {
+        if std::env::var_os(CLUSTER_VAR).is_some() {
+            eprintln!("xtask: {CLUSTER_VAR} given by the environment");
+            return Ok(None);
+        }
+        let script = root().join("session-storage-redis/scripts/redis-cluster.sh");
+        if !script.exists() {
+            return Ok(None);
+        }
+        let port = CLUSTER_BASE_PORT.to_string();
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).args(["start", &port]);
+        run(cmd).map_err(|e| format!("starting the Redis Cluster for the tests: {e}"))?;
+        let urls: Vec<String> = (0..3)
+            .map(|i| format!("redis://127.0.0.1:{}", CLUSTER_BASE_PORT + i))
+            .collect();
+        set_env(CLUSTER_VAR, &urls.join(","));
+        Ok(Some(Self { script }))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut cmd = Command::new("bash");
+        cmd.arg(&self.script)
+            .args(["stop", &CLUSTER_BASE_PORT.to_string()]);
+        if let Err(e) = run(cmd) {
+            eprintln!("xtask: stopping the Redis Cluster: {e}");
+        }
+    }
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    find_backends();
+    let _cluster = Cluster::start()?;
+    let mut cmd = with_env(cargo());
+    cmd.args(["test", "--workspace", "--all-features"]);
+    cmd.args(extra);
+    run(cmd)
+}
+
+fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
+    test(&[])
+}
+
+/// (package, bench target, features) per benchmark name.
+const BENCHES: &[(&str, &str, &str, &str)] = &[
+    ("memory", "session-core", "memory", "testing"),
+    ("redis", "session-storage-redis", "redis", ""),
+    ("postgres", "session-storage-sql", "postgres", ""),
+    ("manager", "session-manager", "manager", ""),
+];
+
+fn bench(name: Option<&str>) -> Result<(), String> {
+    find_backends();
+    let started = SystemTime::now();
+    let chosen: Vec<_> = BENCHES
+        .iter()
+        .filter(|(n, ..)| name.is_none_or(|want| want == *n))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("no benchmark named {name:?}"));
+    }
+    for (_, package, target, features) in chosen {
+        if !root().join(package).join("benches").join(format!("{target}.rs")).exists() {
+            eprintln!("xtask: {package} has no bench `{target}` yet, skipped");
+            continue;
+        }
+        let mut cmd = with_env(cargo());
+        cmd.args(["bench", "-p", package, "--bench", target]);
+        if !features.is_empty() {
+            cmd.args(["--features", features]);
+        }
+        run(cmd)?;
+    }
+    report(started);
+    Ok(())
+}
+
+/// Prints every criterion group written since `since`: each function's
+/// median and its ratio to the group's `baseline` function.
+fn report(since: SystemTime) {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join("criterion");
+    let Ok(groups) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut groups: Vec<_> = groups.flatten().map(|e| e.path()).collect();
+    groups.sort();
+    println!("\n{:<45} {:>14} {:>10}", "benchmark", "median", "ratio");
+    for group in groups {
+        let Ok(funcs) = std::fs::read_dir(&group) else {
+            continue;
+        };
+        let mut rows: Vec<(String, f64)> = funcs
+            .flatten()
+            .filter_map(|f| {
+                let est = f.path().join("new/estimates.json");
+                let fresh = std::fs::metadata(&est)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m >= since);
+                if !fresh {
+                    return None;
+                }
+                let json: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&est).ok()?).ok()?;
+                let median = json["median"]["point_estimate"].as_f64()?;
+                Some((f.file_name().to_string_lossy().into_owned(), median))
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let baseline = rows
+            .iter()
+            .find(|(n, _)| n.starts_with("baseline"))
+            .map(|(_, m)| *m);
+        let gname = group.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        for (f, median) in rows {
+            let ratio = baseline.map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", median / b));
+            println!("{:<45} {:>11.0} ns {:>10}", format!("{gname}/{f}"), median, ratio);
+        }
+    }
+}
