@@ -38,3 +38,8 @@ pub use metadata::{Metadata, limits};
 pub use record::{Cursor, Page, Record, Snapshot, Update};
 pub use store::SessionStore;
 pub use version::Version;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
