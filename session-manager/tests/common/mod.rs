@@ -1,0 +1,283 @@
+//! Shared test helpers: a counting factory, a counting/faulty/yielding
+//! store wrapper, a seeded RNG.
+#![allow(dead_code, missing_docs, clippy::missing_panics_doc)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_core::{
+    ChangeStream, Cursor, Metadata, Page, Record, SessionId, SessionStore, Snapshot, StoreConfig, Ttl, Update, Version,
+    WorkloadId, keys,
+};
+use session_manager::{BuildCause, Built, SessionFactory};
+
+/// splitmix64: a small seeded generator for schedules.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+/// A shared seeded source of yield counts.
+#[derive(Clone, Default)]
+pub struct Yielder(Option<Arc<Mutex<Rng>>>);
+
+impl Yielder {
+    pub fn seeded(seed: u64) -> Self {
+        Self(Some(Arc::new(Mutex::new(Rng::new(seed)))))
+    }
+    pub fn below(&self, n: u64) -> u64 {
+        self.0.as_ref().map_or(0, |r| r.lock().unwrap().below(n))
+    }
+    pub async fn pause(&self, max: u64) {
+        for _ in 0..self.below(max + 1) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TestSession {
+    pub serial: u64,
+    pub node: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("test build failure")]
+pub struct BuildFailed;
+
+/// Counters shared by a test and its factories.
+#[derive(Default)]
+pub struct Counters {
+    pub builds: AtomicUsize,
+    pub closes: AtomicUsize,
+    pub double_closes: AtomicUsize,
+    pub closes_under_lock: AtomicUsize,
+    serial: AtomicU64,
+    open: Mutex<HashSet<u64>>,
+}
+
+impl Counters {
+    pub fn builds(&self) -> usize {
+        self.builds.load(Ordering::SeqCst)
+    }
+    pub fn closes(&self) -> usize {
+        self.closes.load(Ordering::SeqCst)
+    }
+    /// Every built session closed exactly once, none under a cache lock.
+    pub fn assert_balanced(&self) {
+        assert_eq!(self.double_closes.load(Ordering::SeqCst), 0, "a session was closed twice");
+        assert_eq!(self.closes_under_lock.load(Ordering::SeqCst), 0, "a close ran while a cache lock was held");
+        assert_eq!(self.builds(), self.closes(), "builds != closes");
+        assert!(self.open.lock().unwrap().is_empty());
+    }
+}
+
+/// A factory that counts builds and closes.
+#[derive(Clone)]
+pub struct TestFactory {
+    pub counters: Arc<Counters>,
+    pub node: String,
+    /// Builds assign a fresh backend session id to every backend (backends
+    /// that ignore the session-id hint).
+    pub fresh_backend_ids: bool,
+    pub build_delay: Duration,
+    pub yielder: Yielder,
+    pub fail_builds: Arc<AtomicBool>,
+    /// Checks, at close time, that no cache lock is held (set after build).
+    pub lock_probe: Arc<OnceLock<Box<dyn Fn() -> bool + Send + Sync>>>,
+}
+
+impl TestFactory {
+    pub fn new(counters: &Arc<Counters>, node: &str) -> Self {
+        Self {
+            counters: counters.clone(),
+            node: node.to_owned(),
+            fresh_backend_ids: false,
+            build_delay: Duration::ZERO,
+            yielder: Yielder::default(),
+            fail_builds: Arc::new(AtomicBool::new(false)),
+            lock_probe: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionFactory for TestFactory {
+    type Session = Arc<TestSession>;
+    type Error = BuildFailed;
+
+    async fn build(&self, snapshot: &Snapshot, _cause: BuildCause) -> Result<Built<Self::Session>, BuildFailed> {
+        self.yielder.pause(4).await;
+        if !self.build_delay.is_zero() {
+            tokio::time::sleep(self.build_delay).await;
+        }
+        if self.fail_builds.load(Ordering::SeqCst) {
+            return Err(BuildFailed);
+        }
+        let serial = self.counters.serial.fetch_add(1, Ordering::SeqCst);
+        let mut md = snapshot.metadata.clone();
+        if self.fresh_backend_ids {
+            for w in keys::backend_ids(&md).unwrap() {
+                md = keys::with_backend(&md, &w, &format!("{}-{serial}", self.node)).unwrap();
+            }
+        }
+        self.counters.builds.fetch_add(1, Ordering::SeqCst);
+        self.counters.open.lock().unwrap().insert(serial);
+        Ok(Built::new(
+            Arc::new(TestSession {
+                serial,
+                node: self.node.clone(),
+            }),
+            md,
+        ))
+    }
+
+    async fn close(&self, session: Self::Session) {
+        if let Some(probe) = self.lock_probe.get()
+            && !probe()
+        {
+            self.counters.closes_under_lock.fetch_add(1, Ordering::SeqCst);
+        }
+        if !self.counters.open.lock().unwrap().remove(&session.serial) {
+            self.counters.double_closes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.counters.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Per-method call counts.
+#[derive(Default, Debug)]
+pub struct Calls {
+    pub create: AtomicUsize,
+    pub load: AtomicUsize,
+    pub version: AtomicUsize,
+    pub update: AtomicUsize,
+    pub touch: AtomicUsize,
+    pub delete: AtomicUsize,
+    pub scan: AtomicUsize,
+}
+
+impl Calls {
+    pub fn total(&self) -> usize {
+        [&self.create, &self.load, &self.version, &self.update, &self.touch, &self.delete, &self.scan]
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .sum()
+    }
+}
+
+/// Wraps a store: counts calls, can fail them (transient) and can yield a
+/// seeded number of times around each call.
+pub struct TestStore {
+    pub inner: Arc<dyn SessionStore>,
+    pub calls: Arc<Calls>,
+    pub fail: Arc<AtomicBool>,
+    pub yielder: Yielder,
+    pub delay: Duration,
+}
+
+impl TestStore {
+    pub fn new(inner: Arc<dyn SessionStore>) -> Self {
+        Self {
+            inner,
+            calls: Arc::default(),
+            fail: Arc::default(),
+            yielder: Yielder::default(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    async fn enter(&self, counter: &AtomicUsize) -> session_core::Result<()> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.yielder.pause(3).await;
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(session_core::Error::unavailable("injected outage"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for TestStore {
+    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> session_core::Result<Option<Version>> {
+        self.enter(&self.calls.create).await?;
+        let r = self.inner.create(id, metadata, ttl).await;
+        self.yielder.pause(2).await;
+        r
+    }
+    async fn load(&self, id: &SessionId) -> session_core::Result<Option<Record>> {
+        self.enter(&self.calls.load).await?;
+        let r = self.inner.load(id).await;
+        self.yielder.pause(2).await;
+        r
+    }
+    async fn version(&self, id: &SessionId) -> session_core::Result<Option<Version>> {
+        self.enter(&self.calls.version).await?;
+        let r = self.inner.version(id).await;
+        self.yielder.pause(2).await;
+        r
+    }
+    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> session_core::Result<Update> {
+        self.enter(&self.calls.update).await?;
+        let r = self.inner.update(id, expected, metadata).await;
+        self.yielder.pause(2).await;
+        r
+    }
+    async fn touch(&self, id: &SessionId) -> session_core::Result<bool> {
+        self.enter(&self.calls.touch).await?;
+        self.inner.touch(id).await
+    }
+    async fn delete(&self, id: &SessionId) -> session_core::Result<bool> {
+        self.enter(&self.calls.delete).await?;
+        let r = self.inner.delete(id).await;
+        self.yielder.pause(2).await;
+        r
+    }
+    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> session_core::Result<Page> {
+        self.enter(&self.calls.scan).await?;
+        self.inner.scan(cursor, limit).await
+    }
+    fn changes(&self) -> Option<ChangeStream> {
+        self.inner.changes()
+    }
+    fn config(&self) -> &StoreConfig {
+        self.inner.config()
+    }
+}
+
+pub fn workload(name: &str) -> WorkloadId {
+    WorkloadId::parse(name).unwrap()
+}
+
+/// Metadata with the given backends (session id `<name>-0` each).
+pub fn backends(names: &[&str]) -> Metadata {
+    let mut md = Metadata::new();
+    for n in names {
+        md = keys::with_backend(&md, &workload(n), &format!("{n}-0")).unwrap();
+    }
+    md
+}
+
+pub fn counter(md: &Metadata) -> u64 {
+    md.get("counter").map_or(0, |v| v.parse().unwrap())
+}
