@@ -1,0 +1,148 @@
+//! The change subscriber: a background task on its own pub/sub connection
+//! that turns messages on the prefix's channel into [`Change`]s.
+//!
+//! Payloads (published by the scripts): `w:<version>:<id>` after a create or
+//! an applied update, `d:<id>` after a delete. Expiry is not reported.
+//!
+//! The task re-dials with exponential backoff (rotating through the seed
+//! nodes of a cluster) whenever the connection drops or a ping goes
+//! unanswered, and publishes [`Change::Resync`] each time a subscription
+//! becomes live: anything published while it was not may have been missed.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::{Client, Msg, RedisError};
+use session_core::{Change, ChangeHub, SessionId, Version};
+use tokio::task::JoinHandle;
+
+/// Decodes one payload.
+pub(crate) fn parse_payload(payload: &[u8]) -> Option<Change> {
+    let text = std::str::from_utf8(payload).ok()?;
+    if let Some(rest) = text.strip_prefix("w:") {
+        let (version, id) = rest.split_once(':')?;
+        return Some(Change::Written {
+            id: SessionId::parse(id).ok()?,
+            version: Version::new(version.parse().ok()?),
+        });
+    }
+    let id = text.strip_prefix("d:")?;
+    Some(Change::Deleted {
+        id: SessionId::parse(id).ok()?,
+    })
+}
+
+/// What the subscriber task needs.
+pub(crate) struct Subscriber {
+    pub clients: Vec<Client>,
+    pub channel: String,
+    pub hub: ChangeHub,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub ping_every: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Why a subscription ended.
+#[derive(Debug)]
+enum Ended {
+    Redis(RedisError),
+    Timeout(&'static str),
+    Closed,
+}
+
+impl Subscriber {
+    /// Starts the task on the current runtime; it runs until aborted.
+    pub(crate) fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(self) {
+        let mut failures: u32 = 0;
+        let mut node = 0usize;
+        loop {
+            let client = &self.clients[node % self.clients.len()];
+            let ended = self.session(client, &mut failures).await;
+            tracing::warn!(channel = %self.channel, reason = ?ended, "change subscription lost; reconnecting");
+            failures = failures.saturating_add(1);
+            node = node.wrapping_add(1);
+            let exp = failures.min(10);
+            let delay = (Duration::from_millis(50) * 2u32.pow(exp)).min(self.backoff_max);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One subscription: dial, subscribe, signal resync, then relay
+    /// messages until the connection ends or a ping fails.
+    async fn session(&self, client: &Client, failures: &mut u32) -> Ended {
+        let pubsub = match tokio::time::timeout(self.connect_timeout, client.get_async_pubsub()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Ended::Redis(e),
+            Err(_) => return Ended::Timeout("connect"),
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        match tokio::time::timeout(self.response_timeout, sink.subscribe(&self.channel)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Ended::Redis(e),
+            Err(_) => return Ended::Timeout("subscribe"),
+        }
+        *failures = 0;
+        tracing::debug!(channel = %self.channel, "change subscription live");
+        self.hub.publish(Change::Resync);
+        let mut ping = tokio::time::interval(self.ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.relay(&msg),
+                    None => return Ended::Closed,
+                },
+                _ = ping.tick() => {
+                    match tokio::time::timeout(self.response_timeout, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Ended::Redis(e),
+                        Err(_) => return Ended::Timeout("ping"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn relay(&self, msg: &Msg) {
+        match parse_payload(msg.get_payload_bytes()) {
+            Some(change) => self.hub.publish(change),
+            None => tracing::debug!(channel = %self.channel, "ignoring malformed change payload"),
+        }
+    }
+}
+
+/// Aborts the subscriber task when the last store handle goes away.
+pub(crate) struct AbortOnDrop(pub JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_payloads() {
+        let id = SessionId::parse("a:b").unwrap();
+        assert_eq!(
+            parse_payload(b"w:7:a:b"),
+            Some(Change::Written {
+                id: id.clone(),
+                version: Version::new(7)
+            })
+        );
+        assert_eq!(parse_payload(b"d:a:b"), Some(Change::Deleted { id }));
+        for bad in [&b"x:1"[..], b"w:x:a", b"w:1:", b"d:", b"\xff", b"w:1"] {
+            assert_eq!(parse_payload(bad), None, "{bad:?}");
+        }
+    }
+}

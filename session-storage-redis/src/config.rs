@@ -1,0 +1,149 @@
+//! Connection and store settings for [`RedisStore`](crate::RedisStore).
+
+use std::time::Duration;
+
+use session_core::{ConfigError, StoreConfig};
+
+use crate::keys::KeyPrefix;
+
+/// Where the store connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Topology {
+    /// One server (or a proxy): `redis://`, `rediss://` (feature `tls-rustls`)
+    /// or `unix://` URL.
+    Standalone(String),
+    /// A Redis Cluster, given one or more seed node URLs (feature `cluster`).
+    Cluster(Vec<String>),
+}
+
+/// Settings for [`RedisStore::connect`](crate::RedisStore::connect).
+///
+/// ```
+/// use std::time::Duration;
+/// use session_storage_redis::RedisConfig;
+///
+/// let cfg = RedisConfig::new("redis://127.0.0.1:6379")
+///     .with_prefix("gateway-a:session:")?
+///     .with_response_timeout(Duration::from_millis(500));
+/// assert_eq!(cfg.prefix().as_str(), "gateway-a:session:");
+/// assert_eq!(cfg.prefix().channel(), "gateway-a:session:changes");
+/// assert!(RedisConfig::new("redis://x").with_prefix("no-colon").is_err());
+/// # Ok::<(), session_core::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub(crate) topology: Topology,
+    pub(crate) prefix: KeyPrefix,
+    pub(crate) store: StoreConfig,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) reconnect_retries: usize,
+    pub(crate) change_capacity: usize,
+    pub(crate) subscriber_ping: Duration,
+    pub(crate) subscriber_backoff_max: Duration,
+}
+
+impl RedisConfig {
+    /// Default connect timeout.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default response timeout.
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// A standalone server at `url`, default prefix, TTL and timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::with_topology(Topology::Standalone(url.into()))
+    }
+
+    /// A Redis Cluster reached through the seed node URLs `nodes`.
+    #[cfg(feature = "cluster")]
+    pub fn cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_topology(Topology::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    fn with_topology(topology: Topology) -> Self {
+        Self {
+            topology,
+            prefix: KeyPrefix::default(),
+            store: StoreConfig::default(),
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            reconnect_retries: 3,
+            change_capacity: 1024,
+            subscriber_ping: Duration::from_secs(15),
+            subscriber_backoff_max: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets the key prefix (default `vmcp:session:`): non-empty, visible
+    /// ASCII, ending in `:`, without `* ? [ ] \`.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self, ConfigError> {
+        self.prefix = KeyPrefix::new(prefix)?;
+        Ok(self)
+    }
+
+    /// Sets the sliding TTL and the optional absolute lifetime.
+    #[must_use]
+    pub fn with_store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// How long one connection attempt may take (default 5 s).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one command may wait for its reply (default 2 s); past it
+    /// the call fails with [`session_core::Error::Timeout`].
+    #[must_use]
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How many times a lost connection is re-dialled (with exponential
+    /// backoff) before calls fail as unavailable (default 3).
+    #[must_use]
+    pub fn with_reconnect_retries(mut self, retries: usize) -> Self {
+        self.reconnect_retries = retries;
+        self
+    }
+
+    /// How far a change-stream receiver may fall behind before it sees a
+    /// resync (default 1024).
+    #[must_use]
+    pub fn with_change_capacity(mut self, capacity: usize) -> Self {
+        self.change_capacity = capacity.max(1);
+        self
+    }
+
+    /// How often the change subscriber pings its connection to detect a
+    /// silent disconnect (default 15 s).
+    #[must_use]
+    pub fn with_subscriber_ping(mut self, every: Duration) -> Self {
+        self.subscriber_ping = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &KeyPrefix {
+        &self.prefix
+    }
+
+    /// Where the store connects.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The expiry settings.
+    pub fn store(&self) -> &StoreConfig {
+        &self.store
+    }
+}

@@ -1,0 +1,119 @@
+//! The command connection: a [`ConnectionManager`] on one server, or a
+//! cluster connection (feature `cluster`), behind one `ConnectionLike`.
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Cmd, RedisFuture, Value};
+use session_core::{ConfigError, Error, InvalidInput};
+
+use crate::config::{RedisConfig, Topology};
+
+/// A multiplexed command connection that reconnects by itself.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// One server.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// An invalid URL (or a feature the URL needs but the build lacks).
+pub(crate) fn bad_url(url: &str, err: &redis::RedisError) -> Error {
+    // Never echo credentials: report the scheme and the parse error only.
+    let scheme = url.split_once("://").map_or("?", |(s, _)| s);
+    InvalidInput::Config(ConfigError::Invalid {
+        setting: "redis url",
+        reason: format!("{scheme}:// url rejected: {err}"),
+    })
+    .into()
+}
+
+/// The clients the change subscriber dials (one per seed node for a cluster:
+/// classic pub/sub messages reach every node).
+pub(crate) fn pubsub_clients(config: &RedisConfig) -> Result<Vec<Client>, Error> {
+    match &config.topology {
+        Topology::Standalone(url) => Ok(vec![Client::open(url.as_str()).map_err(|e| bad_url(url, &e))?]),
+        Topology::Cluster(nodes) => nodes
+            .iter()
+            .map(|url| Client::open(url.as_str()).map_err(|e| bad_url(url, &e)))
+            .collect(),
+    }
+}
+
+/// Opens the command connection.
+pub(crate) async fn connect(config: &RedisConfig) -> Result<Conn, Error> {
+    let attempt = async {
+        match &config.topology {
+            Topology::Standalone(url) => {
+                let client = Client::open(url.as_str()).map_err(|e| bad_url(url, &e))?;
+                let cm = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    .set_number_of_retries(config.reconnect_retries)
+                    .set_max_delay(config.subscriber_backoff_max);
+                let conn = ConnectionManager::new_with_config(client, cm)
+                    .await
+                    .map_err(|e| crate::error::map_redis(e, "", config.connect_timeout))?;
+                Ok(Conn::Single(conn))
+            }
+            #[cfg(feature = "cluster")]
+            Topology::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout)
+                    .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX))
+                    .build()
+                    .map_err(|e| bad_url(nodes.first().map_or("", String::as_str), &e))?;
+                let conn = client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| crate::error::map_redis(e, "", config.connect_timeout))?;
+                Ok(Conn::Cluster(conn))
+            }
+            #[cfg(not(feature = "cluster"))]
+            Topology::Cluster(_) => Err(InvalidInput::Config(ConfigError::Invalid {
+                setting: "topology",
+                reason: "cluster support needs the `cluster` feature".to_owned(),
+            })
+            .into()),
+        }
+    };
+    // Bound the whole dial, retries included.
+    let retries = u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX).saturating_add(1);
+    let limit = config.connect_timeout.saturating_mul(retries) + config.subscriber_backoff_max;
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(limit)),
+    }
+}

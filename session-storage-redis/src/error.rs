@@ -1,0 +1,92 @@
+//! Conversion of `redis` errors and unexpected replies into
+//! [`session_core::Error`] at the crate edge (sources are kept).
+
+use std::time::Duration;
+
+use redis::RedisError;
+use session_core::{CorruptRecord, Error};
+
+use crate::scripts::CORRUPT_CODE;
+
+/// A reply that does not have the shape a script or command promises
+/// (e.g. a proxy in between answered something else).
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected reply to {command}: {reply}")]
+pub struct UnexpectedReply {
+    command: &'static str,
+    reply: String,
+}
+
+impl UnexpectedReply {
+    pub(crate) fn new(command: &'static str, reply: &redis::Value) -> Self {
+        let mut reply = format!("{reply:?}");
+        if reply.len() > 200 {
+            let mut cut = 200;
+            while !reply.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reply.truncate(cut);
+            reply.push('…');
+        }
+        Self { command, reply }
+    }
+}
+
+impl From<UnexpectedReply> for Error {
+    fn from(e: UnexpectedReply) -> Self {
+        Error::unavailable(e)
+    }
+}
+
+/// Maps a `redis` error for an operation on `key`.
+///
+/// - a script's `VMCPCORRUPT` reply or the server's `WRONGTYPE` →
+///   [`Error::Corrupt`] naming `key`;
+/// - an I/O timeout → [`Error::Timeout`] with the configured response timeout;
+/// - anything else (refused, dropped, cluster down...) → [`Error::Unavailable`].
+pub(crate) fn map_redis(err: RedisError, key: &str, timeout: Duration) -> Error {
+    match err.code() {
+        Some(CORRUPT_CODE) => return Error::corrupt(key, parse_corrupt(err.detail().unwrap_or(""))),
+        Some("WRONGTYPE") => return Error::corrupt(key, CorruptRecord::WrongType("not a hash".to_owned())),
+        _ => {}
+    }
+    if err.is_timeout() {
+        return Error::Timeout(timeout);
+    }
+    Error::unavailable(err)
+}
+
+/// Parses the detail of a `VMCPCORRUPT <kind> <detail>` reply.
+fn parse_corrupt(detail: &str) -> CorruptRecord {
+    let (kind, rest) = detail.split_once(' ').unwrap_or((detail, ""));
+    match kind {
+        "wrongtype" => CorruptRecord::WrongType(rest.to_owned()),
+        "version" => CorruptRecord::InvalidVersion(rest.to_owned()),
+        "missing" => CorruptRecord::MissingField(field_name(rest)),
+        _ => CorruptRecord::WrongType(detail.to_owned()),
+    }
+}
+
+/// The static name of a hash field reported missing or malformed.
+pub(crate) fn field_name(field: &str) -> &'static str {
+    match field {
+        "v" => "v",
+        "m" => "m",
+        "c" => "c",
+        "t" => "t",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_corrupt_details() {
+        assert!(matches!(parse_corrupt("wrongtype string"), CorruptRecord::WrongType(t) if t == "string"));
+        assert!(matches!(parse_corrupt("version abc"), CorruptRecord::InvalidVersion(v) if v == "abc"));
+        assert!(matches!(parse_corrupt("missing v"), CorruptRecord::MissingField("v")));
+        assert!(matches!(parse_corrupt("missing c"), CorruptRecord::MissingField("c")));
+    }
+}

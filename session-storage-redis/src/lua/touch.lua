@@ -1,0 +1,9 @@
+-- touch: slide the expiry by the record's ttl.
+-- KEYS[1] session key
+-- ARGV[1] max lifetime ms (0: none)
+-- Returns 1 if live, 0 if absent.
+local r, err = read(KEYS[1], false)
+if err then return err end
+if not r then return 0 end
+redis.call('PEXPIREAT', KEYS[1], deadline(now_ms(), r.c, r.t, tonumber(ARGV[1])))
+return 1

@@ -1,0 +1,39 @@
+//! The Lua scripts behind every mutation and `load`: each is one `EVALSHA`
+//! (the `redis` crate reloads a script on `NOSCRIPT`, e.g. after
+//! `SCRIPT FLUSH` or a failover to a fresh replica).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// The compiled scripts, hashed once per process.
+pub(crate) struct Scripts {
+    /// Create if absent.
+    pub create: Script,
+    /// Read and slide.
+    pub load: Script,
+    /// Compare-and-set.
+    pub update: Script,
+    /// Slide only.
+    pub touch: Script,
+    /// Delete and publish.
+    pub delete: Script,
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
+/// The process-wide script set.
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    create: script(include_str!("lua/create.lua")),
+    load: script(include_str!("lua/load.lua")),
+    update: script(include_str!("lua/update.lua")),
+    touch: script(include_str!("lua/touch.lua")),
+    delete: script(include_str!("lua/delete.lua")),
+});
+
+/// The error code the scripts use for a corrupt record.
+pub(crate) const CORRUPT_CODE: &str = "VMCPCORRUPT";

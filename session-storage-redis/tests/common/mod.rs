@@ -1,0 +1,253 @@
+//! The test harness shared by the integration tests: isolated key prefixes
+//! on a real Redis (standalone or cluster), raw access for planting corrupt
+//! records, and teardown that deletes every key under the prefix.
+#![allow(dead_code)]
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, Value};
+use session_core::testing::{Corruption, Harness, require_url};
+use session_core::{Cursor, SessionId, SessionStore, StoreConfig};
+use session_storage_redis::{RedisConfig, RedisStore};
+
+/// Environment variable naming the standalone test server.
+pub const URL_VAR: &str = "SESSION_TEST_REDIS_URL";
+/// Environment variable naming the cluster seed nodes (comma-separated).
+pub const CLUSTER_VAR: &str = "SESSION_TEST_REDIS_CLUSTER_URLS";
+
+/// The standalone test server's URL: the environment, else (feature
+/// `testcontainers`) a container when Docker answers, else a loud failure.
+pub fn standalone_url() -> String {
+    if let Ok(url) = std::env::var(URL_VAR)
+        && !url.is_empty()
+    {
+        return url;
+    }
+    #[cfg(feature = "testcontainers")]
+    if let Some(url) = session_storage_redis::testing::container_url() {
+        return url;
+    }
+    require_url(URL_VAR, "redis://127.0.0.1:6379")
+}
+
+/// The cluster seed node URLs.
+pub fn cluster_urls() -> Vec<String> {
+    require_url(CLUSTER_VAR, "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003")
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Which kind of deployment a harness runs against.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A config for this backend (default prefix).
+    fn config() -> RedisConfig;
+    /// A plain connection for raw reads and writes.
+    async fn raw() -> Raw;
+}
+
+/// A standalone server.
+pub struct Standalone;
+
+#[async_trait]
+impl Backend for Standalone {
+    fn config() -> RedisConfig {
+        RedisConfig::new(standalone_url())
+    }
+    async fn raw() -> Raw {
+        let client = redis::Client::open(standalone_url()).unwrap();
+        Raw::Single(client.get_multiplexed_async_connection().await.unwrap())
+    }
+}
+
+/// A Redis Cluster.
+#[cfg(feature = "cluster")]
+pub struct Cluster;
+
+#[cfg(feature = "cluster")]
+#[async_trait]
+impl Backend for Cluster {
+    fn config() -> RedisConfig {
+        RedisConfig::cluster(cluster_urls())
+    }
+    async fn raw() -> Raw {
+        let client = redis::cluster::ClusterClient::new(cluster_urls()).unwrap();
+        Raw::Cluster(client.get_async_connection().await.unwrap())
+    }
+}
+
+/// A raw connection, bypassing the store.
+#[derive(Clone)]
+pub enum Raw {
+    Single(redis::aio::MultiplexedConnection),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Raw {
+    /// Runs one command.
+    pub async fn q<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+        let mut this = self.clone();
+        let value = this.req_packed_command(cmd).await?;
+        Ok(redis::from_redis_value(value)?)
+    }
+}
+
+impl ConnectionLike for Raw {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Raw::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Raw::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Raw::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Raw::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// A fresh prefix `vmcp:test:<uuid>:` (plus `tag`).
+pub fn unique_prefix(tag: &str) -> String {
+    format!("vmcp:test:{}:{tag}", uuid::Uuid::new_v4())
+}
+
+/// A harness on backend `B` with its own key prefix.
+pub struct RedisHarness<B> {
+    /// The prefix every store of this harness uses.
+    pub prefix: String,
+    /// Raw access.
+    pub raw: Raw,
+    _backend: PhantomData<B>,
+}
+
+impl<B: Backend> RedisHarness<B> {
+    /// A store on this harness's prefix (or `prefix`).
+    pub async fn store_with_prefix(&self, prefix: &str, config: StoreConfig) -> RedisStore {
+        let cfg = B::config().with_prefix(prefix).unwrap().with_store(config);
+        RedisStore::connect(cfg).await.expect("connect to the test redis")
+    }
+
+    /// The key of `id` under this harness's prefix.
+    pub fn key(&self, id: &SessionId) -> String {
+        format!("{}{}", self.prefix, id.as_str())
+    }
+
+    /// Deletes every key under `prefix`.
+    pub async fn clean(&self, prefix: &str) {
+        let store = self.store_with_prefix(prefix, StoreConfig::default()).await;
+        let mut cursor: Option<Cursor> = None;
+        loop {
+            let Ok(page) = store.scan(cursor.as_ref(), 500).await else { return };
+            for id in page.ids {
+                let _: Result<i64, _> = self.raw.q(redis::cmd("DEL").arg(format!("{prefix}{}", id.as_str()))).await;
+            }
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => return,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Harness for RedisHarness<B> {
+    type Store = RedisStore;
+    /// Redis `SCAN` may return a key more than once.
+    const SCAN_MAY_REPEAT: bool = true;
+
+    async fn setup() -> Self {
+        Self {
+            prefix: unique_prefix(""),
+            raw: B::raw().await,
+            _backend: PhantomData,
+        }
+    }
+
+    async fn store(&self, config: StoreConfig) -> RedisStore {
+        self.store_with_prefix(&self.prefix, config).await
+    }
+
+    async fn teardown(&self) {
+        self.clean(&self.prefix).await;
+    }
+
+    fn ttl_unit(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    async fn plant(&self, id: &SessionId, kind: Corruption) -> bool {
+        plant(&self.raw, &self.key(id), kind).await;
+        true
+    }
+
+    async fn raw(&self, id: &SessionId) -> Option<String> {
+        raw_dump(&self.raw, &self.key(id)).await
+    }
+}
+
+/// Writes a corrupt record of `kind` at `key` (expiring in 10 minutes, in
+/// case teardown does not run).
+pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
+    let _: i64 = raw.q(redis::cmd("DEL").arg(key)).await.unwrap();
+    let good = [("v", "1".to_owned()), ("m", "{}".to_owned()), ("c", "1".to_owned()), ("t", "600000".to_owned())];
+    let mut fields: Vec<(&str, String)> = good.to_vec();
+    let mut set = |f: &str, v: String| {
+        for e in &mut fields {
+            if e.0 == f {
+                e.1.clone_from(&v);
+            }
+        }
+    };
+    match kind {
+        Corruption::WrongType => {
+            let _: () = raw.q(redis::cmd("SET").arg(key).arg("not a hash")).await.unwrap();
+            let _: i64 = raw.q(redis::cmd("PEXPIRE").arg(key).arg(600_000)).await.unwrap();
+            return;
+        }
+        Corruption::MissingVersion => fields.retain(|(f, _)| *f != "v"),
+        Corruption::NonNumericVersion => set("v", "abc".to_owned()),
+        Corruption::MetadataNotJson => set("m", "{not json".to_owned()),
+        Corruption::MetadataNotStringMap => set("m", r#"{"a":1}"#.to_owned()),
+        Corruption::MetadataOversized => set("m", format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024))),
+        other => panic!("unknown corruption {other:?}"),
+    }
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(key);
+    for (f, v) in &fields {
+        cmd.arg(*f).arg(v);
+    }
+    let _: i64 = raw.q(&cmd).await.unwrap();
+    let _: i64 = raw.q(redis::cmd("PEXPIRE").arg(key).arg(600_000)).await.unwrap();
+}
+
+/// The stored content at `key`: the string, or the sorted hash fields.
+pub async fn raw_dump(raw: &Raw, key: &str) -> Option<String> {
+    let ty: String = raw.q(redis::cmd("TYPE").arg(key)).await.unwrap();
+    match ty.as_str() {
+        "none" => None,
+        "string" => Some(format!("string:{}", raw.q::<String>(redis::cmd("GET").arg(key)).await.unwrap())),
+        "hash" => {
+            let mut pairs: Vec<(String, String)> = raw.q(redis::cmd("HGETALL").arg(key)).await.unwrap();
+            pairs.sort();
+            Some(format!("hash:{pairs:?}"))
+        }
+        other => Some(format!("{other}:?")),
+    }
+}
