@@ -197,29 +197,36 @@ impl<S: Clone> Cache<S> {
     }
 
     /// Removes least-recently used entries until the cache holds at most
-    /// `capacity`, never the entry for `keep`.
+    /// `capacity`, never the entry for `keep`. Finds the global LRU entry by
+    /// visiting every shard (one lock at a time): O(cached entries) per
+    /// eviction, paid only by inserts beyond capacity.
     pub fn shrink_to(&self, capacity: usize, keep: &SessionId, out: &mut Closing<S>) {
-        let start = self.index(keep);
-        let mut visited = 0;
-        while self.len() > capacity && visited < SHARDS {
-            let mut map = lock(&self.shards[(start + visited) % SHARDS]);
-            let victim = map
-                .iter()
-                .filter(|(id, s)| *id != keep && s.entry.is_some() && s.flight.is_none())
-                .min_by_key(|(_, s)| s.entry.as_ref().map_or(u64::MAX, |e| e.tick))
-                .map(|(id, _)| id.clone());
-            match victim {
-                Some(id) => {
-                    if let Some(slot) = map.get_mut(&id) {
-                        slot.generation = self.next_gen();
-                        if let Some(s) = self.take(slot) {
-                            out.push((s, Cause::Capacity));
-                        }
+        while self.len() > capacity {
+            let mut oldest: Option<(usize, u64, SessionId)> = None;
+            for (i, shard) in self.shards.iter().enumerate() {
+                let map = lock(shard);
+                for (id, slot) in map.iter() {
+                    if let Some(e) = &slot.entry
+                        && id != keep
+                        && slot.flight.is_none()
+                        && oldest.as_ref().is_none_or(|(_, t, _)| e.tick < *t)
+                    {
+                        oldest = Some((i, e.tick, id.clone()));
                     }
-                    Self::gc(&mut map, &id);
                 }
-                None => visited += 1,
             }
+            let Some((i, tick, id)) = oldest else { return };
+            let mut map = lock(&self.shards[i]);
+            if let Some(slot) = map.get_mut(&id)
+                && slot.flight.is_none()
+                && slot.entry.as_ref().is_some_and(|e| e.tick == tick)
+            {
+                slot.generation = self.next_gen();
+                if let Some(s) = self.take(slot) {
+                    out.push((s, Cause::Capacity));
+                }
+            }
+            Self::gc(&mut map, &id);
         }
     }
 

@@ -15,7 +15,12 @@ async fn thousand_concurrent_gets_one_load_one_build() {
     let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
     let counters = Arc::new(Counters::default());
     let creator = SessionManager::builder(memory.clone(), TestFactory::new(&counters, "a")).build();
-    let id = creator.create(backends(&["github", "jira"])).await.unwrap().id().clone();
+    let id = creator
+        .create(backends(&["github", "jira"]))
+        .await
+        .unwrap()
+        .id()
+        .clone();
 
     let store = TestStore::new(memory.clone());
     let calls = store.calls.clone();
@@ -53,7 +58,12 @@ async fn waiters_honour_their_own_deadlines() {
     let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
     let counters = Arc::new(Counters::default());
     let creator = SessionManager::builder(memory.clone(), TestFactory::new(&counters, "a")).build();
-    let id = creator.create(backends(&["github"])).await.unwrap().id().clone();
+    let id = creator
+        .create(backends(&["github"]))
+        .await
+        .unwrap()
+        .id()
+        .clone();
     let mut slow = TestFactory::new(&counters, "b");
     slow.build_delay = Duration::from_millis(200);
     let node = SessionManager::builder(memory, slow).build();
@@ -61,17 +71,32 @@ async fn waiters_honour_their_own_deadlines() {
 
     let impatient = {
         let (node, id) = (node.clone(), id.clone());
-        tokio::spawn(async move { tokio::time::timeout(Duration::from_millis(20), node.get(&id)).await })
+        tokio::spawn(
+            async move { tokio::time::timeout(Duration::from_millis(20), node.get(&id)).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(5)).await;
     let patient = {
         let (node, id) = (node.clone(), id.clone());
-        tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(5), node.get(&id)).await })
+        tokio::spawn(
+            async move { tokio::time::timeout(Duration::from_secs(5), node.get(&id)).await },
+        )
     };
-    assert!(impatient.await.unwrap().is_err(), "the 20 ms waiter times out");
-    let live = patient.await.unwrap().expect("the patient waiter is served").unwrap();
+    assert!(
+        impatient.await.unwrap().is_err(),
+        "the 20 ms waiter times out"
+    );
+    let live = patient
+        .await
+        .unwrap()
+        .expect("the patient waiter is served")
+        .unwrap();
     assert_eq!(live.id(), &id);
-    assert_eq!(counters.builds() - builds_before, 1, "the abandoned wait did not cancel or repeat the restore");
+    assert_eq!(
+        counters.builds() - builds_before,
+        1,
+        "the abandoned wait did not cancel or repeat the restore"
+    );
     creator.shutdown().await;
     node.shutdown().await;
     counters.assert_balanced();
@@ -90,7 +115,12 @@ async fn no_lost_updates_three_nodes_sixteen_tasks() {
                 .build()
         })
         .collect();
-    let id = nodes[0].create(backends(&["github"])).await.unwrap().id().clone();
+    let id = nodes[0]
+        .create(backends(&["github"]))
+        .await
+        .unwrap()
+        .id()
+        .clone();
     let mut tasks = Vec::new();
     for node in &nodes {
         for _ in 0..16 {
@@ -121,8 +151,15 @@ async fn no_lost_updates_three_nodes_sixteen_tasks() {
         exhausted += e;
     }
     let stored = memory.load(&id).await.unwrap().unwrap();
-    assert_eq!(counter(&stored.metadata), acked, "final value == acknowledged updates");
-    println!("acknowledged {acked}, exhausted budget {exhausted}, final version {}", stored.version);
+    assert_eq!(
+        counter(&stored.metadata),
+        acked,
+        "final value == acknowledged updates"
+    );
+    println!(
+        "acknowledged {acked}, exhausted budget {exhausted}, final version {}",
+        stored.version
+    );
     for n in &nodes {
         n.shutdown().await;
     }
@@ -139,9 +176,18 @@ async fn storm(policy: ValidationPolicy) {
     fa.fresh_backend_ids = true;
     let mut fb = TestFactory::new(&counters_b, "b");
     fb.fresh_backend_ids = true;
-    let a = SessionManager::builder(memory.clone(), fa).policy(policy).build();
-    let b = SessionManager::builder(memory.clone(), fb).policy(policy).build();
-    let id = a.create(backends(&["github", "jira"])).await.unwrap().id().clone();
+    let a = SessionManager::builder(memory.clone(), fa)
+        .policy(policy)
+        .build();
+    let b = SessionManager::builder(memory.clone(), fb)
+        .policy(policy)
+        .build();
+    let id = a
+        .create(backends(&["github", "jira"]))
+        .await
+        .unwrap()
+        .id()
+        .clone();
     for _ in 0..30 {
         b.get(&id).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    ChangeStream, Cursor, Metadata, Page, Record, SessionId, SessionStore, Snapshot, StoreConfig, Ttl, Update, Version,
-    WorkloadId, keys,
+    ChangeStream, Cursor, Metadata, Page, Record, SessionId, SessionStore, Snapshot, StoreConfig,
+    Ttl, Update, Version, WorkloadId, keys,
 };
 use session_manager::{BuildCause, Built, SessionFactory};
 
@@ -82,8 +82,16 @@ impl Counters {
     }
     /// Every built session closed exactly once, none under a cache lock.
     pub fn assert_balanced(&self) {
-        assert_eq!(self.double_closes.load(Ordering::SeqCst), 0, "a session was closed twice");
-        assert_eq!(self.closes_under_lock.load(Ordering::SeqCst), 0, "a close ran while a cache lock was held");
+        assert_eq!(
+            self.double_closes.load(Ordering::SeqCst),
+            0,
+            "a session was closed twice"
+        );
+        assert_eq!(
+            self.closes_under_lock.load(Ordering::SeqCst),
+            0,
+            "a close ran while a cache lock was held"
+        );
         assert_eq!(self.builds(), self.closes(), "builds != closes");
         assert!(self.open.lock().unwrap().is_empty());
     }
@@ -123,7 +131,11 @@ impl SessionFactory for TestFactory {
     type Session = Arc<TestSession>;
     type Error = BuildFailed;
 
-    async fn build(&self, snapshot: &Snapshot, _cause: BuildCause) -> Result<Built<Self::Session>, BuildFailed> {
+    async fn build(
+        &self,
+        snapshot: &Snapshot,
+        _cause: BuildCause,
+    ) -> Result<Built<Self::Session>, BuildFailed> {
         self.yielder.pause(4).await;
         if !self.build_delay.is_zero() {
             tokio::time::sleep(self.build_delay).await;
@@ -153,7 +165,9 @@ impl SessionFactory for TestFactory {
         if let Some(probe) = self.lock_probe.get()
             && !probe()
         {
-            self.counters.closes_under_lock.fetch_add(1, Ordering::SeqCst);
+            self.counters
+                .closes_under_lock
+                .fetch_add(1, Ordering::SeqCst);
         }
         if !self.counters.open.lock().unwrap().remove(&session.serial) {
             self.counters.double_closes.fetch_add(1, Ordering::SeqCst);
@@ -176,10 +190,18 @@ pub struct Calls {
 
 impl Calls {
     pub fn total(&self) -> usize {
-        [&self.create, &self.load, &self.version, &self.update, &self.touch, &self.delete, &self.scan]
-            .iter()
-            .map(|c| c.load(Ordering::SeqCst))
-            .sum()
+        [
+            &self.create,
+            &self.load,
+            &self.version,
+            &self.update,
+            &self.touch,
+            &self.delete,
+            &self.scan,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .sum()
     }
 }
 
@@ -219,7 +241,12 @@ impl TestStore {
 
 #[async_trait]
 impl SessionStore for TestStore {
-    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> session_core::Result<Option<Version>> {
+    async fn create(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+    ) -> session_core::Result<Option<Version>> {
         self.enter(&self.calls.create).await?;
         let r = self.inner.create(id, metadata, ttl).await;
         self.yielder.pause(2).await;
@@ -237,7 +264,12 @@ impl SessionStore for TestStore {
         self.yielder.pause(2).await;
         r
     }
-    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> session_core::Result<Update> {
+    async fn update(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+    ) -> session_core::Result<Update> {
         self.enter(&self.calls.update).await?;
         let r = self.inner.update(id, expected, metadata).await;
         self.yielder.pause(2).await;
