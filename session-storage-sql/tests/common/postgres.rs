@@ -1,0 +1,212 @@
+//! The Postgres test harness: each harness gets its own schema
+//! (`vmcp_test_<hex>`), dropped at teardown.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_core::testing::{Corruption, Harness};
+use session_core::{SessionId, StoreConfig, limits};
+use session_storage_sql::{PoolConfig, PostgresConfig, PostgresStore};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+
+/// The table the harness uses.
+pub const TABLE: &str = "sessions";
+
+/// The database URL: `SESSION_TEST_POSTGRES_URL`, else (feature
+/// `testcontainers`, Docker answering) a pinned `postgres:16` container,
+/// else a panic that says how to provide one.
+pub fn url() -> String {
+    const VAR: &str = "SESSION_TEST_POSTGRES_URL";
+    const EXAMPLE: &str = "postgres://postgres@127.0.0.1:5432/test";
+    if let Ok(url) = std::env::var(VAR)
+        && !url.is_empty()
+    {
+        return url;
+    }
+    #[cfg(feature = "testcontainers")]
+    if let Some(url) = container::url() {
+        return url;
+    }
+    session_core::testing::require_url(VAR, EXAMPLE)
+}
+
+#[cfg(feature = "testcontainers")]
+mod container {
+    use std::sync::OnceLock;
+
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{GenericImage, ImageExt};
+
+    fn docker_answers() -> bool {
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            return !host.is_empty();
+        }
+        std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
+    }
+
+    /// Starts one container per test process, on a thread that keeps it
+    /// alive until the process exits (the testcontainers reaper removes it).
+    pub fn url() -> Option<String> {
+        static URL: OnceLock<Option<String>> = OnceLock::new();
+        URL.get_or_init(|| {
+            if !docker_answers() {
+                return None;
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let started = GenericImage::new("postgres", "16")
+                        .with_exposed_port(5432.tcp())
+                        .with_wait_for(WaitFor::message_on_stderr(
+                            "database system is ready to accept connections",
+                        ))
+                        .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+                        .with_env_var("POSTGRES_DB", "test")
+                        .start()
+                        .await;
+                    let container = match started {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("could not start postgres:16: {e}");
+                            let _ = tx.send(None);
+                            return;
+                        }
+                    };
+                    let port = container.get_host_port_ipv4(5432).await.ok();
+                    let _ = tx.send(port.map(|p| format!("postgres://postgres@127.0.0.1:{p}/test")));
+                    std::future::pending::<()>().await;
+                    drop(container);
+                });
+            });
+            rx.recv().ok().flatten()
+        })
+        .clone()
+    }
+}
+
+/// A fresh, unique schema name.
+pub fn schema_name() -> String {
+    format!("vmcp_test_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// An admin pool on the test database.
+pub fn admin(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy(url)
+        .expect("valid test database URL")
+}
+
+/// A store config for `schema` with a small pool.
+pub fn config(url: &str, schema: &str, store: StoreConfig) -> PostgresConfig {
+    PostgresConfig::new(url)
+        .schema(schema)
+        .table(TABLE)
+        .store(store)
+        .pool(PoolConfig {
+            max_connections: 8,
+            ..PoolConfig::default()
+        })
+}
+
+/// Drops `schema` and everything in it.
+pub async fn drop_schema(admin: &PgPool, schema: &str) {
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+        .execute(admin)
+        .await
+        .expect("drop test schema");
+}
+
+/// A harness on its own schema.
+pub struct PgHarness {
+    /// The database URL.
+    pub url: String,
+    /// The harness's schema.
+    pub schema: String,
+    /// An admin pool for raw access.
+    pub admin: PgPool,
+}
+
+impl PgHarness {
+    fn qualified(&self) -> String {
+        format!("\"{}\".\"{TABLE}\"", self.schema)
+    }
+}
+
+#[async_trait]
+impl Harness for PgHarness {
+    type Store = PostgresStore;
+
+    async fn setup() -> Self {
+        let url = url();
+        let admin = admin(&url);
+        Self {
+            schema: schema_name(),
+            url,
+            admin,
+        }
+    }
+
+    async fn store(&self, config: StoreConfig) -> PostgresStore {
+        PostgresStore::connect(self::config(&self.url, &self.schema, config))
+            .await
+            .expect("connect PostgresStore")
+    }
+
+    async fn teardown(&self) {
+        drop_schema(&self.admin, &self.schema).await;
+        self.admin.close().await;
+    }
+
+    async fn plant(&self, id: &SessionId, kind: Corruption) -> bool {
+        let metadata = match kind {
+            Corruption::MetadataNotJson => "{not json".to_owned(),
+            Corruption::MetadataNotStringMap => r#"{"a":1,"b":["c"]}"#.to_owned(),
+            Corruption::MetadataOversized => {
+                format!(r#"{{"k":"{}"}}"#, "v".repeat(limits::MAX_VALUE_LEN + 1))
+            }
+            // bigint NOT NULL version and typed columns cannot hold these.
+            _ => return false,
+        };
+        // Make sure the table exists (migrations run on connect).
+        drop(
+            PostgresStore::connect(self::config(&self.url, &self.schema, StoreConfig::default()).listen(false))
+                .await
+                .expect("connect"),
+        );
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (id, version, metadata, created_at, expires_at, ttl) \
+             VALUES ($1, 1, $2, now(), now() + interval '1 hour', interval '1 hour')",
+            self.qualified()
+        )))
+        .bind(id.as_str())
+        .bind(metadata)
+        .execute(&self.admin)
+        .await
+        .expect("plant corrupt row");
+        true
+    }
+
+    async fn raw(&self, id: &SessionId) -> Option<String> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id || '|' || version || '|' || metadata || '|' || created_at::text || '|' || ttl::text \
+             FROM {} WHERE id = $1",
+            self.qualified()
+        )))
+        .bind(id.as_str())
+        .fetch_optional(&self.admin)
+        .await
+        .expect("raw read");
+        row.map(|r| r.get::<String, _>(0))
+    }
+
+    fn ttl_unit(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+}
