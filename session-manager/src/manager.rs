@@ -1155,10 +1155,11 @@ async fn listen<F: SessionFactory>(weak: Weak<Inner<F>>, mut stream: ChangeStrea
         Some(inner) => inner.cfg.resync_interval,
         None => return,
     };
-    let mut resync = tokio::time::interval(period);
-    resync.tick().await;
+    // No immediate first tick: events are handled from the first poll on.
+    let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
+            biased;
             change = stream.recv() => {
                 let Some(inner) = weak.upgrade() else { return };
                 let Some(change) = change else {
