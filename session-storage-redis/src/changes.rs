@@ -51,6 +51,16 @@ enum Ended {
     Closed,
 }
 
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Redis(e) => write!(f, "{e}"),
+            Ended::Timeout(step) => write!(f, "{step} timed out"),
+            Ended::Closed => f.write_str("connection closed"),
+        }
+    }
+}
+
 impl Subscriber {
     /// Starts the task on the current runtime; it runs until aborted.
     pub(crate) fn spawn(self) -> JoinHandle<()> {
@@ -63,7 +73,7 @@ impl Subscriber {
         loop {
             let client = &self.clients[node % self.clients.len()];
             let ended = self.session(client, &mut failures).await;
-            tracing::warn!(channel = %self.channel, reason = ?ended, "change subscription lost; reconnecting");
+            tracing::warn!(channel = %self.channel, reason = %ended, "change subscription lost; reconnecting");
             failures = failures.saturating_add(1);
             node = node.wrapping_add(1);
             let exp = failures.min(10);

@@ -5,7 +5,7 @@
 -- Returns {0} missing, {1, new version} applied, {2, current version} conflict.
 local r, err = read(KEYS[1], false)
 if err then return err end
-if not r then return { 0 } end
+if not r then return { 0, '' } end
 if r.v ~= ARGV[1] then return { 2, r.v } end
 local v = string.format('%.0f', tonumber(r.v) + 1)
 redis.call('HSET', KEYS[1], 'v', v, 'm', ARGV[2], 't', ARGV[3])
