@@ -85,11 +85,12 @@ impl Subscriber {
     /// One subscription: dial, subscribe, signal resync, then relay
     /// messages until the connection ends or a ping fails.
     async fn session(&self, client: &Client, failures: &mut u32) -> Ended {
-        let pubsub = match tokio::time::timeout(self.connect_timeout, client.get_async_pubsub()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Ended::Redis(e),
-            Err(_) => return Ended::Timeout("connect"),
-        };
+        let pubsub =
+            match tokio::time::timeout(self.connect_timeout, client.get_async_pubsub()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => return Ended::Redis(e),
+                Err(_) => return Ended::Timeout("connect"),
+            };
         let (mut sink, mut stream) = pubsub.split();
         match tokio::time::timeout(self.response_timeout, sink.subscribe(&self.channel)).await {
             Ok(Ok(())) => {}

@@ -62,7 +62,9 @@ impl RedisConfig {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self::with_topology(Topology::Cluster(nodes.into_iter().map(Into::into).collect()))
+        Self::with_topology(Topology::Cluster(
+            nodes.into_iter().map(Into::into).collect(),
+        ))
     }
 
     fn with_topology(topology: Topology) -> Self {

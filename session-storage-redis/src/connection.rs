@@ -63,7 +63,9 @@ pub(crate) fn bad_url(url: &str, err: &redis::RedisError) -> Error {
 /// classic pub/sub messages reach every node).
 pub(crate) fn pubsub_clients(config: &RedisConfig) -> Result<Vec<Client>, Error> {
     match &config.topology {
-        Topology::Standalone(url) => Ok(vec![Client::open(url.as_str()).map_err(|e| bad_url(url, &e))?]),
+        Topology::Standalone(url) => Ok(vec![
+            Client::open(url.as_str()).map_err(|e| bad_url(url, &e))?,
+        ]),
         Topology::Cluster(nodes) => nodes
             .iter()
             .map(|url| Client::open(url.as_str()).map_err(|e| bad_url(url, &e)))
@@ -89,12 +91,13 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Conn, Error> {
             }
             #[cfg(feature = "cluster")]
             Topology::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX))
-                    .build()
-                    .map_err(|e| bad_url(nodes.first().map_or("", String::as_str), &e))?;
+                let client =
+                    redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                        .connection_timeout(config.connect_timeout)
+                        .response_timeout(config.response_timeout)
+                        .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX))
+                        .build()
+                        .map_err(|e| bad_url(nodes.first().map_or("", String::as_str), &e))?;
                 let conn = client
                     .get_async_connection()
                     .await
@@ -110,7 +113,9 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Conn, Error> {
         }
     };
     // Bound the whole dial, retries included.
-    let retries = u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX).saturating_add(1);
+    let retries = u32::try_from(config.reconnect_retries)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
     let limit = config.connect_timeout.saturating_mul(retries) + config.subscriber_backoff_max;
     match tokio::time::timeout(limit, attempt).await {
         Ok(result) => result,

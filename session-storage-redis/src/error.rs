@@ -46,8 +46,12 @@ impl From<UnexpectedReply> for Error {
 /// - anything else (refused, dropped, cluster down...) → [`Error::Unavailable`].
 pub(crate) fn map_redis(err: RedisError, key: &str, timeout: Duration) -> Error {
     match err.code() {
-        Some(CORRUPT_CODE) => return Error::corrupt(key, parse_corrupt(err.detail().unwrap_or(""))),
-        Some("WRONGTYPE") => return Error::corrupt(key, CorruptRecord::WrongType("not a hash".to_owned())),
+        Some(CORRUPT_CODE) => {
+            return Error::corrupt(key, parse_corrupt(err.detail().unwrap_or("")));
+        }
+        Some("WRONGTYPE") => {
+            return Error::corrupt(key, CorruptRecord::WrongType("not a hash".to_owned()));
+        }
         _ => {}
     }
     if err.is_timeout() {
@@ -84,9 +88,19 @@ mod tests {
 
     #[test]
     fn parses_corrupt_details() {
-        assert!(matches!(parse_corrupt("wrongtype string"), CorruptRecord::WrongType(t) if t == "string"));
-        assert!(matches!(parse_corrupt("version abc"), CorruptRecord::InvalidVersion(v) if v == "abc"));
-        assert!(matches!(parse_corrupt("missing v"), CorruptRecord::MissingField("v")));
-        assert!(matches!(parse_corrupt("missing c"), CorruptRecord::MissingField("c")));
+        assert!(
+            matches!(parse_corrupt("wrongtype string"), CorruptRecord::WrongType(t) if t == "string")
+        );
+        assert!(
+            matches!(parse_corrupt("version abc"), CorruptRecord::InvalidVersion(v) if v == "abc")
+        );
+        assert!(matches!(
+            parse_corrupt("missing v"),
+            CorruptRecord::MissingField("v")
+        ));
+        assert!(matches!(
+            parse_corrupt("missing c"),
+            CorruptRecord::MissingField("c")
+        ));
     }
 }

@@ -23,7 +23,11 @@ pub(crate) fn parse_single(c: &Cursor) -> Option<u64> {
 
 fn scan_cmd(pattern: &str, cursor: u64, limit: usize) -> redis::Cmd {
     let mut cmd = redis::cmd("SCAN");
-    cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(limit);
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(limit);
     cmd
 }
 
@@ -36,7 +40,8 @@ pub(crate) async fn single(
 ) -> RedisResult<Found> {
     let mut keys = Vec::new();
     for _ in 0..ROUNDS_PER_PAGE {
-        let (next, mut batch): (u64, Vec<Vec<u8>>) = scan_cmd(pattern, cursor, limit).query_async(conn).await?;
+        let (next, mut batch): (u64, Vec<Vec<u8>>) =
+            scan_cmd(pattern, cursor, limit).query_async(conn).await?;
         keys.append(&mut batch);
         cursor = next;
         if cursor == 0 || keys.len() >= limit {
@@ -83,11 +88,17 @@ mod cluster_scan {
             .await
             .map_err(Error::unavailable)?;
         let bad = || Error::from(UnexpectedReply::new("CLUSTER SLOTS", &reply));
-        let Value::Array(ranges) = &reply else { return Err(bad()) };
+        let Value::Array(ranges) = &reply else {
+            return Err(bad());
+        };
         let mut lowest: BTreeMap<String, u16> = BTreeMap::new();
         for range in ranges {
-            let Value::Array(fields) = range else { return Err(bad()) };
-            let (Some(start), Some(Value::Array(master))) = (fields.first().and_then(int), fields.get(2)) else {
+            let Value::Array(fields) = range else {
+                return Err(bad());
+            };
+            let (Some(start), Some(Value::Array(master))) =
+                (fields.first().and_then(int), fields.get(2))
+            else {
                 return Err(bad());
             };
             let start = u16::try_from(start).map_err(|_| bad())?;
@@ -114,13 +125,16 @@ mod cluster_scan {
         let (mut slot, mut cursor) = start.unwrap_or((first, 0));
         let mut keys = Vec::new();
         for _ in 0..ROUNDS_PER_PAGE {
-            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)));
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                slot,
+                SlotAddr::Master,
+            )));
             let reply = conn
                 .route_command(scan_cmd(pattern, cursor, limit), route)
                 .await
                 .map_err(Error::unavailable)?;
-            let (next, mut batch): (u64, Vec<Vec<u8>>) =
-                redis::from_redis_value_ref(&reply).map_err(|_| Error::from(UnexpectedReply::new("SCAN", &reply)))?;
+            let (next, mut batch): (u64, Vec<Vec<u8>>) = redis::from_redis_value_ref(&reply)
+                .map_err(|_| Error::from(UnexpectedReply::new("SCAN", &reply)))?;
             keys.append(&mut batch);
             cursor = next;
             if cursor == 0 {

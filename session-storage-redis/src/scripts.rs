@@ -4,7 +4,8 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
@@ -37,3 +38,24 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 
 /// The error code the scripts use for a corrupt record.
 pub(crate) const CORRUPT_CODE: &str = "VMCPCORRUPT";
+
+/// Runs a prepared script: `EVALSHA`, and on `NOSCRIPT` `SCRIPT LOAD` then
+/// `EVALSHA` again (inside the `redis` crate). A concurrent `SCRIPT FLUSH`
+/// can strike between the load and the retry, so that is tried a few times.
+pub(crate) async fn invoke<T: FromRedisValue>(
+    invocation: &ScriptInvocation<'_>,
+    conn: &mut impl ConnectionLike,
+) -> RedisResult<T> {
+    let mut attempts = 0;
+    loop {
+        match invocation.invoke_async(conn).await {
+            Err(e)
+                if attempts < 3
+                    && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                attempts += 1;
+            }
+            other => return other,
+        }
+    }
+}

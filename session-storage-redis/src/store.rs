@@ -6,8 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Client, RedisError};
 use session_core::{
-    ChangeHub, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata, MetadataError,
-    Page, Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
+    ChangeHub, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata,
+    MetadataError, Page, Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update,
+    Version,
 };
 
 use crate::changes::{AbortOnDrop, Subscriber};
@@ -16,7 +17,7 @@ use crate::connection::{self, Conn};
 use crate::error::{UnexpectedReply, field_name, map_redis};
 use crate::keys::KeyPrefix;
 use crate::scan;
-use crate::scripts::SCRIPTS;
+use crate::scripts::{SCRIPTS, invoke};
 
 /// A [`SessionStore`] on Redis (standalone, or Cluster with feature
 /// `cluster`): one hash per session at `prefix + id`, every mutation one Lua
@@ -101,7 +102,8 @@ impl RedisStore {
 /// Decodes the metadata JSON of a loaded record.
 fn decode_metadata(key: &str, raw: &[u8]) -> Result<Metadata> {
     let invalid = |e: MetadataError| Error::corrupt(key, CorruptRecord::InvalidMetadata(e));
-    let text = std::str::from_utf8(raw).map_err(|e| invalid(MetadataError::NotStringMap(e.to_string())))?;
+    let text = std::str::from_utf8(raw)
+        .map_err(|e| invalid(MetadataError::NotStringMap(e.to_string())))?;
     Metadata::from_json(text).map_err(invalid)
 }
 
@@ -109,38 +111,47 @@ fn decode_metadata(key: &str, raw: &[u8]) -> Result<Metadata> {
 fn decode_version(key: &str, raw: &str) -> Result<Version> {
     match raw.parse::<u64>() {
         Ok(v) if v > 0 && !raw.starts_with('0') => Ok(Version::new(v)),
-        _ => Err(Error::corrupt(key, CorruptRecord::InvalidVersion(raw.chars().take(64).collect()))),
+        _ => Err(Error::corrupt(
+            key,
+            CorruptRecord::InvalidVersion(raw.chars().take(64).collect()),
+        )),
     }
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+    async fn create(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+    ) -> Result<Option<Version>> {
         let key = self.key(id);
         let ttl_ms = millis(self.inner.store.effective_ttl(ttl));
-        let created: i64 = SCRIPTS
-            .create
-            .key(&key)
-            .arg(metadata.json())
-            .arg(ttl_ms)
-            .arg(self.inner.max_ms)
-            .arg(self.inner.prefix.channel())
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(self.err(&key))?;
+        let created: i64 = invoke(
+            SCRIPTS
+                .create
+                .key(&key)
+                .arg(metadata.json())
+                .arg(ttl_ms)
+                .arg(self.inner.max_ms)
+                .arg(self.inner.prefix.channel())
+                .arg(id.as_str()),
+            &mut self.conn(),
+        )
+        .await
+        .map_err(self.err(&key))?;
         Ok((created == 1).then_some(Version::INITIAL))
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         let key = self.key(id);
-        let reply: Option<(String, Vec<u8>)> = SCRIPTS
-            .load
-            .key(&key)
-            .arg(self.inner.max_ms)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(self.err(&key))?;
+        let reply: Option<(String, Vec<u8>)> = invoke(
+            SCRIPTS.load.key(&key).arg(self.inner.max_ms),
+            &mut self.conn(),
+        )
+        .await
+        .map_err(self.err(&key))?;
         let Some((version, metadata)) = reply else {
             return Ok(None);
         };
@@ -163,25 +174,35 @@ impl SessionStore for RedisStore {
             .map_err(self.err(&key))?;
         match (v, c) {
             (Some(v), _) => decode_version(&key, &v).map(Some),
-            (None, Some(_)) => Err(Error::corrupt(&key, CorruptRecord::MissingField(field_name("v")))),
+            (None, Some(_)) => Err(Error::corrupt(
+                &key,
+                CorruptRecord::MissingField(field_name("v")),
+            )),
             (None, None) => Ok(None),
         }
     }
 
-    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update> {
+    async fn update(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+    ) -> Result<Update> {
         let key = self.key(id);
-        let (status, version): (i64, String) = SCRIPTS
-            .update
-            .key(&key)
-            .arg(expected.get())
-            .arg(metadata.json())
-            .arg(self.inner.ttl_ms)
-            .arg(self.inner.max_ms)
-            .arg(self.inner.prefix.channel())
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(self.err(&key))?;
+        let (status, version): (i64, String) = invoke(
+            SCRIPTS
+                .update
+                .key(&key)
+                .arg(expected.get())
+                .arg(metadata.json())
+                .arg(self.inner.ttl_ms)
+                .arg(self.inner.max_ms)
+                .arg(self.inner.prefix.channel())
+                .arg(id.as_str()),
+            &mut self.conn(),
+        )
+        .await
+        .map_err(self.err(&key))?;
         match status {
             0 => Ok(Update::Missing),
             1 => Ok(Update::Applied(decode_version(&key, &version)?)),
@@ -194,26 +215,27 @@ impl SessionStore for RedisStore {
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         let key = self.key(id);
-        let live: i64 = SCRIPTS
-            .touch
-            .key(&key)
-            .arg(self.inner.max_ms)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(self.err(&key))?;
+        let live: i64 = invoke(
+            SCRIPTS.touch.key(&key).arg(self.inner.max_ms),
+            &mut self.conn(),
+        )
+        .await
+        .map_err(self.err(&key))?;
         Ok(live == 1)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let key = self.key(id);
-        let removed: i64 = SCRIPTS
-            .delete
-            .key(&key)
-            .arg(self.inner.prefix.channel())
-            .arg(id.as_str())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(self.err(&key))?;
+        let removed: i64 = invoke(
+            SCRIPTS
+                .delete
+                .key(&key)
+                .arg(self.inner.prefix.channel())
+                .arg(id.as_str()),
+            &mut self.conn(),
+        )
+        .await
+        .map_err(self.err(&key))?;
         Ok(removed == 1)
     }
 
@@ -237,7 +259,9 @@ impl SessionStore for RedisStore {
                     None => 0,
                     Some(c) => scan::parse_single(c).ok_or_else(|| bad_cursor(c))?,
                 };
-                scan::single(c, self.inner.prefix.pattern(), start, limit).await.map_err(map)?
+                scan::single(c, self.inner.prefix.pattern(), start, limit)
+                    .await
+                    .map_err(map)?
             }
             #[cfg(feature = "cluster")]
             Conn::Cluster(c) => {
@@ -248,14 +272,20 @@ impl SessionStore for RedisStore {
                 scan::cluster(c, self.inner.prefix.pattern(), start, limit).await?
             }
         };
-        let ids = keys.iter().filter_map(|k| self.inner.prefix.id_of(k)).collect();
+        let ids = keys
+            .iter()
+            .filter_map(|k| self.inner.prefix.id_of(k))
+            .collect();
         Ok(Page { ids, next })
     }
 
     fn changes(&self) -> Option<ChangeStream> {
         let inner = &*self.inner;
         let stream = inner.hub.subscribe();
-        let mut task = inner.subscriber.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut task = inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if task.is_none() {
             let subscriber = Subscriber {
                 clients: inner.pubsub.clone(),

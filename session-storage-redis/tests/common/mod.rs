@@ -35,11 +35,14 @@ pub fn standalone_url() -> String {
 
 /// The cluster seed node URLs.
 pub fn cluster_urls() -> Vec<String> {
-    require_url(CLUSTER_VAR, "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003")
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
+    require_url(
+        CLUSTER_VAR,
+        "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003",
+    )
+    .split(',')
+    .map(|s| s.trim().to_owned())
+    .filter(|s| !s.is_empty())
+    .collect()
 }
 
 /// Which kind of deployment a harness runs against.
@@ -49,6 +52,8 @@ pub trait Backend: Send + Sync + 'static {
     fn config() -> RedisConfig;
     /// A plain connection for raw reads and writes.
     async fn raw() -> Raw;
+    /// The URL of every node.
+    fn node_urls() -> Vec<String>;
 }
 
 /// A standalone server.
@@ -62,6 +67,9 @@ impl Backend for Standalone {
     async fn raw() -> Raw {
         let client = redis::Client::open(standalone_url()).unwrap();
         Raw::Single(client.get_multiplexed_async_connection().await.unwrap())
+    }
+    fn node_urls() -> Vec<String> {
+        vec![standalone_url()]
     }
 }
 
@@ -78,6 +86,9 @@ impl Backend for Cluster {
     async fn raw() -> Raw {
         let client = redis::cluster::ClusterClient::new(cluster_urls()).unwrap();
         Raw::Cluster(client.get_async_connection().await.unwrap())
+    }
+    fn node_urls() -> Vec<String> {
+        cluster_urls()
     }
 }
 
@@ -141,7 +152,9 @@ impl<B: Backend> RedisHarness<B> {
     /// A store on this harness's prefix (or `prefix`).
     pub async fn store_with_prefix(&self, prefix: &str, config: StoreConfig) -> RedisStore {
         let cfg = B::config().with_prefix(prefix).unwrap().with_store(config);
-        RedisStore::connect(cfg).await.expect("connect to the test redis")
+        RedisStore::connect(cfg)
+            .await
+            .expect("connect to the test redis")
     }
 
     /// The key of `id` under this harness's prefix.
@@ -154,9 +167,14 @@ impl<B: Backend> RedisHarness<B> {
         let store = self.store_with_prefix(prefix, StoreConfig::default()).await;
         let mut cursor: Option<Cursor> = None;
         loop {
-            let Ok(page) = store.scan(cursor.as_ref(), 500).await else { return };
+            let Ok(page) = store.scan(cursor.as_ref(), 500).await else {
+                return;
+            };
             for id in page.ids {
-                let _: Result<i64, _> = self.raw.q(redis::cmd("DEL").arg(format!("{prefix}{}", id.as_str()))).await;
+                let _: Result<i64, _> = self
+                    .raw
+                    .q(redis::cmd("DEL").arg(format!("{prefix}{}", id.as_str())))
+                    .await;
             }
             match page.next {
                 Some(c) => cursor = Some(c),
@@ -206,7 +224,12 @@ impl<B: Backend> Harness for RedisHarness<B> {
 /// case teardown does not run).
 pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
     let _: i64 = raw.q(redis::cmd("DEL").arg(key)).await.unwrap();
-    let good = [("v", "1".to_owned()), ("m", "{}".to_owned()), ("c", "1".to_owned()), ("t", "600000".to_owned())];
+    let good = [
+        ("v", "1".to_owned()),
+        ("m", "{}".to_owned()),
+        ("c", "1".to_owned()),
+        ("t", "600000".to_owned()),
+    ];
     let mut fields: Vec<(&str, String)> = good.to_vec();
     let mut set = |f: &str, v: String| {
         for e in &mut fields {
@@ -217,15 +240,23 @@ pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
     };
     match kind {
         Corruption::WrongType => {
-            let _: () = raw.q(redis::cmd("SET").arg(key).arg("not a hash")).await.unwrap();
-            let _: i64 = raw.q(redis::cmd("PEXPIRE").arg(key).arg(600_000)).await.unwrap();
+            let _: () = raw
+                .q(redis::cmd("SET").arg(key).arg("not a hash"))
+                .await
+                .unwrap();
+            let _: i64 = raw
+                .q(redis::cmd("PEXPIRE").arg(key).arg(600_000))
+                .await
+                .unwrap();
             return;
         }
         Corruption::MissingVersion => fields.retain(|(f, _)| *f != "v"),
         Corruption::NonNumericVersion => set("v", "abc".to_owned()),
         Corruption::MetadataNotJson => set("m", "{not json".to_owned()),
         Corruption::MetadataNotStringMap => set("m", r#"{"a":1}"#.to_owned()),
-        Corruption::MetadataOversized => set("m", format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024))),
+        Corruption::MetadataOversized => {
+            set("m", format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024)))
+        }
         other => panic!("unknown corruption {other:?}"),
     }
     let mut cmd = redis::cmd("HSET");
@@ -234,7 +265,10 @@ pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
         cmd.arg(*f).arg(v);
     }
     let _: i64 = raw.q(&cmd).await.unwrap();
-    let _: i64 = raw.q(redis::cmd("PEXPIRE").arg(key).arg(600_000)).await.unwrap();
+    let _: i64 = raw
+        .q(redis::cmd("PEXPIRE").arg(key).arg(600_000))
+        .await
+        .unwrap();
 }
 
 /// The stored content at `key`: the string, or the sorted hash fields.
@@ -242,9 +276,13 @@ pub async fn raw_dump(raw: &Raw, key: &str) -> Option<String> {
     let ty: String = raw.q(redis::cmd("TYPE").arg(key)).await.unwrap();
     match ty.as_str() {
         "none" => None,
-        "string" => Some(format!("string:{}", raw.q::<String>(redis::cmd("GET").arg(key)).await.unwrap())),
+        "string" => Some(format!(
+            "string:{}",
+            raw.q::<String>(redis::cmd("GET").arg(key)).await.unwrap()
+        )),
         "hash" => {
-            let mut pairs: Vec<(String, String)> = raw.q(redis::cmd("HGETALL").arg(key)).await.unwrap();
+            let mut pairs: Vec<(String, String)> =
+                raw.q(redis::cmd("HGETALL").arg(key)).await.unwrap();
             pairs.sort();
             Some(format!("hash:{pairs:?}"))
         }

@@ -1,0 +1,464 @@
+//! Redis-specific behaviour beyond the core contract: script reload after
+//! `SCRIPT FLUSH`, each kind of corrupt record, and prefix isolation. Runs
+//! against standalone Redis, and against the cluster with feature `cluster`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Backend, RedisHarness, plant, raw_dump};
+use session_core::testing::{Corruption, Harness};
+use session_core::{
+    Change, ChangeStream, CorruptRecord, Cursor, Error, Metadata, MetadataError, SessionId,
+    SessionStore, StoreConfig, Ttl, Update, Version,
+};
+use session_storage_redis::{RedisConfig, RedisStore};
+
+fn md(k: &str, v: &str) -> Metadata {
+    Metadata::new().with(k, v).unwrap()
+}
+
+fn long() -> StoreConfig {
+    StoreConfig::new(Duration::from_secs(600)).unwrap()
+}
+
+async fn scan_all(s: &RedisStore) -> Vec<SessionId> {
+    let mut out = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let page = s.scan(cursor.as_ref(), 50).await.unwrap();
+        out.extend(page.ids);
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
+/// Every script still works after the server forgot them all.
+async fn noscript_reload<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "1"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let flush = || async {
+        let _: () = h.raw.q(redis::cmd("SCRIPT").arg("FLUSH")).await.unwrap();
+    };
+    flush().await;
+    assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, md("a", "1"));
+    flush().await;
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &md("a", "2"))
+            .await
+            .unwrap(),
+        Update::Applied(Version::new(2))
+    );
+    flush().await;
+    assert!(s.touch(&id).await.unwrap());
+    flush().await;
+    let other = SessionId::generate();
+    assert_eq!(
+        s.create(&other, &md("b", "1"), Ttl::Default).await.unwrap(),
+        Some(Version::INITIAL)
+    );
+    flush().await;
+    assert!(s.delete(&id).await.unwrap());
+    assert_eq!(s.version(&other).await.unwrap(), Some(Version::INITIAL));
+}
+
+/// One corruption kind: the specific error, naming the key, and nothing
+/// written by any call that refused it.
+async fn corrupt_case<B: Backend>(
+    h: &RedisHarness<B>,
+    kind: Corruption,
+    check: fn(&CorruptRecord) -> bool,
+) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    plant(&h.raw, &key, kind).await;
+    let before = raw_dump(&h.raw, &key).await.unwrap();
+    let expect = |what: &str, r: Result<String, Error>| match r {
+        Err(Error::Corrupt { key: k, source }) => {
+            assert_eq!(k, key, "{what}: error names the key");
+            assert!(
+                check(&source),
+                "{what} {kind:?}: unexpected reason {source:?}"
+            );
+        }
+        other => panic!("{what} {kind:?}: expected corrupt, got {other:?}"),
+    };
+    expect("load", s.load(&id).await.map(|r| format!("{r:?}")));
+    if kind.breaks_version() {
+        expect("version", s.version(&id).await.map(|r| format!("{r:?}")));
+        expect(
+            "update",
+            s.update(&id, Version::INITIAL, &md("x", "y"))
+                .await
+                .map(|r| format!("{r:?}")),
+        );
+        expect("touch", s.touch(&id).await.map(|r| format!("{r:?}")));
+    }
+    assert_eq!(
+        s.create(&id, &md("x", "y"), Ttl::Default).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        raw_dump(&h.raw, &key).await.unwrap(),
+        before,
+        "{kind:?}: record modified"
+    );
+    // The corrupt key is still scanned (an operator can find it) and delete removes it.
+    assert!(scan_all(&s).await.contains(&id));
+    assert!(s.delete(&id).await.unwrap());
+    assert!(raw_dump(&h.raw, &key).await.is_none());
+}
+
+async fn corrupt_wrong_type<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(&h, Corruption::WrongType, |r| {
+        matches!(r, CorruptRecord::WrongType(_))
+    })
+    .await;
+}
+
+async fn corrupt_missing_version<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(&h, Corruption::MissingVersion, |r| {
+        matches!(r, CorruptRecord::MissingField("v"))
+    })
+    .await;
+}
+
+async fn corrupt_non_numeric_version<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(
+        &h,
+        Corruption::NonNumericVersion,
+        |r| matches!(r, CorruptRecord::InvalidVersion(v) if v == "abc"),
+    )
+    .await;
+}
+
+async fn corrupt_metadata_not_json<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(&h, Corruption::MetadataNotJson, |r| {
+        matches!(
+            r,
+            CorruptRecord::InvalidMetadata(MetadataError::NotStringMap(_))
+        )
+    })
+    .await;
+}
+
+async fn corrupt_metadata_not_string_map<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(&h, Corruption::MetadataNotStringMap, |r| {
+        matches!(
+            r,
+            CorruptRecord::InvalidMetadata(MetadataError::NotStringMap(_))
+        )
+    })
+    .await;
+}
+
+async fn corrupt_metadata_oversized<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(&h, Corruption::MetadataOversized, |r| {
+        matches!(
+            r,
+            CorruptRecord::InvalidMetadata(MetadataError::TooLarge { .. })
+        )
+    })
+    .await;
+}
+
+/// A hash holding none of the store's fields is not a session `version`
+/// can see, but `load` reports it.
+async fn corrupt_foreign_hash<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    let _: i64 = h
+        .raw
+        .q(redis::cmd("HSET").arg(&key).arg("other").arg("x"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.load(&id).await,
+        Err(Error::Corrupt {
+            source: CorruptRecord::MissingField("v"),
+            ..
+        })
+    ));
+    assert_eq!(s.version(&id).await.unwrap(), None);
+    assert!(s.delete(&id).await.unwrap());
+}
+
+/// Two (sibling) prefixes on one server never see each other's sessions.
+async fn prefix_isolation<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let pa = format!("{}a:", h.prefix);
+    let pb = format!("{}b:", h.prefix);
+    let a = h.store_with_prefix(&pa, long()).await;
+    let b = h.store_with_prefix(&pb, long()).await;
+    let id = SessionId::generate();
+    a.create(&id, &md("who", "a"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.load(&id).await.unwrap().is_none());
+    assert!(b.version(&id).await.unwrap().is_none());
+    assert!(!b.touch(&id).await.unwrap());
+    assert_eq!(
+        b.update(&id, Version::INITIAL, &md("who", "b"))
+            .await
+            .unwrap(),
+        Update::Missing
+    );
+    assert!(!b.delete(&id).await.unwrap());
+    // The same id can live independently under both prefixes.
+    b.create(&id, &md("who", "b"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.load(&id).await.unwrap().unwrap().metadata, md("who", "a"));
+    assert_eq!(b.load(&id).await.unwrap().unwrap().metadata, md("who", "b"));
+    assert!(b.delete(&id).await.unwrap());
+    assert_eq!(a.version(&id).await.unwrap(), Some(Version::INITIAL));
+    h.clean(&pa).await;
+    h.clean(&pb).await;
+}
+
+/// Scan under one prefix returns exactly its own sessions.
+async fn prefix_isolation_scan<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let pa = format!("{}a:", h.prefix);
+    let pb = format!("{}b:", h.prefix);
+    let a = h.store_with_prefix(&pa, long()).await;
+    let b = h.store_with_prefix(&pb, long()).await;
+    let mut ids_a = Vec::new();
+    let mut ids_b = Vec::new();
+    for _ in 0..20 {
+        let id = SessionId::generate();
+        a.create(&id, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        ids_a.push(id);
+        let id = SessionId::generate();
+        b.create(&id, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        ids_b.push(id);
+    }
+    let mut seen_a = scan_all(&a).await;
+    let mut seen_b = scan_all(&b).await;
+    for v in [&mut seen_a, &mut seen_b, &mut ids_a, &mut ids_b] {
+        v.sort();
+        v.dedup();
+    }
+    assert_eq!(seen_a, ids_a);
+    assert_eq!(seen_b, ids_b);
+    h.clean(&pa).await;
+    h.clean(&pb).await;
+}
+
+async fn next_written(stream: &mut ChangeStream, within: Duration) -> Option<Change> {
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.recv().await {
+                Some(Change::Resync) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A change stream reports only its own prefix's writes.
+async fn prefix_isolation_change_stream<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let pa = format!("{}a:", h.prefix);
+    let pb = format!("{}b:", h.prefix);
+    let a = h.store_with_prefix(&pa, long()).await;
+    let b = h.store_with_prefix(&pb, long()).await;
+    let mut stream_a = a.changes().unwrap();
+    let mut stream_b = b.changes().unwrap();
+    // Wait until both subscriptions are live (each emits a resync then).
+    for s in [&mut stream_a, &mut stream_b] {
+        let first = tokio::time::timeout(Duration::from_secs(10), s.recv())
+            .await
+            .unwrap();
+        assert_eq!(first, Some(Change::Resync));
+    }
+    let id_a = SessionId::generate();
+    a.create(&id_a, &Metadata::new(), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = a
+        .update(&id_a, Version::INITIAL, &md("k", "v"))
+        .await
+        .unwrap();
+    a.delete(&id_a).await.unwrap();
+    let id_b = SessionId::generate();
+    b.create(&id_b, &Metadata::new(), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    // b's stream: the first event is b's own create, none of a's.
+    assert_eq!(
+        next_written(&mut stream_b, Duration::from_secs(10)).await,
+        Some(Change::Written {
+            id: id_b.clone(),
+            version: Version::INITIAL
+        })
+    );
+    // a's stream: a's three events in order, then nothing of b's.
+    assert_eq!(
+        next_written(&mut stream_a, Duration::from_secs(10)).await,
+        Some(Change::Written {
+            id: id_a.clone(),
+            version: Version::INITIAL
+        })
+    );
+    assert_eq!(
+        next_written(&mut stream_a, Duration::from_secs(10)).await,
+        Some(Change::Written {
+            id: id_a.clone(),
+            version: Version::new(2)
+        })
+    );
+    assert_eq!(
+        next_written(&mut stream_a, Duration::from_secs(10)).await,
+        Some(Change::Deleted { id: id_a })
+    );
+    assert_eq!(
+        next_written(&mut stream_a, Duration::from_millis(300)).await,
+        None,
+        "a saw b's write"
+    );
+    h.clean(&pa).await;
+    h.clean(&pb).await;
+}
+
+/// Expiry is set on the server from the record's own ttl and creation time.
+async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let cfg = StoreConfig::new(Duration::from_secs(60))
+        .unwrap()
+        .with_max_lifetime(Duration::from_secs(90))
+        .unwrap();
+    let s = h.store(cfg).await;
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "b"), Ttl::Custom(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .unwrap();
+    let key = s.key(&id);
+    let pttl: i64 = h.raw.q(redis::cmd("PTTL").arg(&key)).await.unwrap();
+    assert!((1..=5000).contains(&pttl), "custom ttl: {pttl}");
+    let t: String = h
+        .raw
+        .q(redis::cmd("HGET").arg(&key).arg("t"))
+        .await
+        .unwrap();
+    assert_eq!(t, "5000");
+    let _ = s
+        .update(&id, Version::INITIAL, &md("a", "c"))
+        .await
+        .unwrap();
+    let pttl: i64 = h.raw.q(redis::cmd("PTTL").arg(&key)).await.unwrap();
+    assert!(
+        (50_000..=60_000).contains(&pttl),
+        "store ttl after update: {pttl}"
+    );
+    let t: String = h
+        .raw
+        .q(redis::cmd("HGET").arg(&key).arg("t"))
+        .await
+        .unwrap();
+    assert_eq!(t, "60000");
+    // version does not slide.
+    let _: i64 = h
+        .raw
+        .q(redis::cmd("PEXPIRE").arg(&key).arg(30_000))
+        .await
+        .unwrap();
+    s.version(&id).await.unwrap().unwrap();
+    let pttl: i64 = h.raw.q(redis::cmd("PTTL").arg(&key)).await.unwrap();
+    assert!(pttl <= 30_000, "version slid: {pttl}");
+    // load slides, capped at created + max_lifetime (90 s).
+    let c: String = h
+        .raw
+        .q(redis::cmd("HGET").arg(&key).arg("c"))
+        .await
+        .unwrap();
+    s.load(&id).await.unwrap().unwrap();
+    let at: i64 = h
+        .raw
+        .q(redis::cmd("PEXPIRETIME").arg(&key))
+        .await
+        .unwrap_or(-3);
+    if at != -3 {
+        assert!(
+            at <= c.parse::<i64>().unwrap() + 90_000,
+            "slide passed max_lifetime"
+        );
+    }
+}
+
+macro_rules! cases {
+    ($backend:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                session_core::testing::run::<RedisHarness<$backend>, _, _>(super::$case::<$backend>);
+            }
+        )*
+    };
+}
+
+macro_rules! all_cases {
+    ($backend:ty) => {
+        cases!($backend;
+            noscript_reload,
+            corrupt_wrong_type,
+            corrupt_missing_version,
+            corrupt_non_numeric_version,
+            corrupt_metadata_not_json,
+            corrupt_metadata_not_string_map,
+            corrupt_metadata_oversized,
+            corrupt_foreign_hash,
+            prefix_isolation,
+            prefix_isolation_scan,
+            prefix_isolation_change_stream,
+            expiry_fields_on_the_server,
+        );
+    };
+}
+
+mod standalone {
+    use super::*;
+    all_cases!(common::Standalone);
+}
+
+#[cfg(feature = "cluster")]
+mod cluster {
+    use super::*;
+    all_cases!(common::Cluster);
+}
+
+#[test]
+fn prefix_must_end_with_colon_and_hold_no_glob() {
+    for bad in ["", "vmcp", "vmcp:*:", "vmcp?:", "a[1]:", "a\\b:", "a b:"] {
+        assert!(
+            RedisConfig::new("redis://127.0.0.1")
+                .with_prefix(bad)
+                .is_err(),
+            "{bad:?}"
+        );
+    }
+    assert!(
+        RedisConfig::new("redis://127.0.0.1")
+            .with_prefix("tenant-1:vmcp:")
+            .is_ok()
+    );
+}
