@@ -1,1 +1,238 @@
-fn main() {}
+//! Hit-path and fan-in benchmarks for the session manager.
+//!
+//! `cargo bench -p session-manager --bench manager`
+//!
+//! Criterion measures each case; afterwards a summary prints medians (of
+//! 31 samples) and the ratios the README quotes, plus the number of store
+//! calls on the push hit path and the push propagation delay between nodes.
+#![allow(missing_docs, clippy::missing_panics_doc)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use common::{Counters, TestFactory, TestStore, backends, workload};
+use criterion::Criterion;
+use session_core::{MemoryStore, SessionId, SessionStore, StoreConfig};
+use session_manager::{SessionManager, ValidationPolicy};
+use tokio::runtime::Runtime;
+
+/// Simulated cost of opening a session's backend connections.
+const BUILD: Duration = Duration::from_millis(2);
+const WAITERS: usize = 1000;
+
+struct Fixture {
+    rt: Runtime,
+    memory: Arc<dyn SessionStore>,
+    calls: Arc<common::Calls>,
+    push: SessionManager<TestFactory>,
+    every: SessionManager<TestFactory>,
+    id: SessionId,
+    baseline: RwLock<HashMap<SessionId, Arc<String>>>,
+}
+
+fn fixture() -> Fixture {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
+    let counting = TestStore::new(memory.clone());
+    let calls = counting.calls.clone();
+    let counted: Arc<dyn SessionStore> = Arc::new(counting);
+    let counters = Arc::new(Counters::default());
+    let (push, every, id) = rt.block_on(async {
+        let push = SessionManager::builder(counted.clone(), TestFactory::new(&counters, "push"))
+            .policy(ValidationPolicy::Push)
+            .build();
+        let every = SessionManager::builder(memory.clone(), TestFactory::new(&counters, "every"))
+            .policy(ValidationPolicy::EveryAccess)
+            .build();
+        let id = push.create(backends(&["github", "jira"])).await.unwrap().id().clone();
+        every.get(&id).await.unwrap();
+        // Fill both caches and the baseline map with other sessions too.
+        for _ in 0..1000 {
+            let other = push.create(backends(&["github"])).await.unwrap().id().clone();
+            every.get(&other).await.unwrap();
+        }
+        (push, every, id)
+    });
+    let mut map = HashMap::new();
+    for i in 0..1000 {
+        map.insert(SessionId::generate(), Arc::new(format!("s{i}")));
+    }
+    map.insert(id.clone(), Arc::new("live".to_owned()));
+    Fixture {
+        rt,
+        memory,
+        calls,
+        push,
+        every,
+        id,
+        baseline: RwLock::new(map),
+    }
+}
+
+/// Per-iteration time of `iters` sequential awaits of `f` inside one task.
+async fn run_loop<Fut: Future>(iters: u64, mut f: impl FnMut() -> Fut) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(f().await);
+    }
+    start.elapsed()
+}
+
+/// One cold restore with `waiters` concurrent callers on a fresh node.
+async fn cold_restore(memory: &Arc<dyn SessionStore>, id: &SessionId, waiters: usize) -> Duration {
+    let counters = Arc::new(Counters::default());
+    let mut factory = TestFactory::new(&counters, "cold");
+    factory.build_delay = BUILD;
+    let node = SessionManager::builder(memory.clone(), factory)
+        .policy(ValidationPolicy::EveryAccess)
+        .build();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..waiters)
+        .map(|_| {
+            let (node, id) = (node.clone(), id.clone());
+            tokio::spawn(async move { node.get(&id).await.map(|_| ()) })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let elapsed = start.elapsed();
+    node.shutdown().await;
+    assert_eq!(counters.builds(), 1);
+    elapsed
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Median per-iteration time over 31 samples of `iters` iterations.
+fn sample<Fut: Future>(rt: &Runtime, iters: u64, mut f: impl FnMut() -> Fut) -> Duration {
+    let per: Vec<Duration> = (0..31)
+        .map(|_| rt.block_on(run_loop(iters, &mut f)) / u32::try_from(iters).unwrap())
+        .collect();
+    median(per)
+}
+
+fn main() {
+    let fx = &fixture();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+        .configure_from_args();
+
+    c.bench_function("baseline_rwlock_hashmap_lookup", |b| {
+        b.iter(|| black_box(fx.baseline.read().unwrap().get(&fx.id).cloned()));
+    });
+    c.bench_function("hit_push", |b| {
+        b.to_async(&fx.rt)
+            .iter_custom(|iters| run_loop(iters, || fx.push.get(&fx.id)));
+    });
+    c.bench_function("raw_store_version", |b| {
+        b.to_async(&fx.rt)
+            .iter_custom(|iters| run_loop(iters, || fx.memory.version(&fx.id)));
+    });
+    c.bench_function("hit_every_access", |b| {
+        b.to_async(&fx.rt)
+            .iter_custom(|iters| run_loop(iters, || fx.every.get(&fx.id)));
+    });
+    let mut cold = c.benchmark_group("cold_restore");
+    cold.sample_size(10).measurement_time(Duration::from_secs(3));
+    cold.bench_function("single", |b| {
+        b.to_async(&fx.rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += cold_restore(&fx.memory, &fx.id, 1).await;
+            }
+            total
+        });
+    });
+    cold.bench_function("fan_in_1000", |b| {
+        b.to_async(&fx.rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += cold_restore(&fx.memory, &fx.id, WAITERS).await;
+            }
+            total
+        });
+    });
+    cold.finish();
+
+    // Summary: medians and ratios.
+    let baseline = median(
+        (0..31)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..100_000 {
+                    black_box(fx.baseline.read().unwrap().get(&fx.id).cloned());
+                }
+                start.elapsed() / 100_000
+            })
+            .collect(),
+    );
+    let calls_before = fx.calls.total();
+    let push = sample(&fx.rt, 100_000, || fx.push.get(&fx.id));
+    let push_calls = fx.calls.total() - calls_before;
+    let raw = sample(&fx.rt, 100_000, || fx.memory.version(&fx.id));
+    let every = sample(&fx.rt, 100_000, || fx.every.get(&fx.id));
+    let single = median((0..15).map(|_| fx.rt.block_on(cold_restore(&fx.memory, &fx.id, 1))).collect());
+    let fan_in = median((0..15).map(|_| fx.rt.block_on(cold_restore(&fx.memory, &fx.id, WAITERS))).collect());
+    let propagation = fx.rt.block_on(propagation(&fx.memory));
+
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!("\n== session-manager summary (medians) ==");
+    println!("baseline RwLock<HashMap> lookup      {baseline:>10.1?}");
+    println!(
+        "hit, push policy                     {push:>10.1?}  = {:.2}x baseline (target <= 5x); store calls during {} hits: {push_calls}",
+        ratio(push, baseline),
+        31 * 100_000
+    );
+    println!("raw store version()                  {raw:>10.1?}");
+    println!(
+        "hit, every-access policy             {every:>10.1?}  = {:.2}x raw version (target <= 1.2x)",
+        ratio(every, raw)
+    );
+    println!("cold restore, 1 caller               {single:>10.2?}  (build simulates {BUILD:?} of backend setup)");
+    println!(
+        "cold restore, {WAITERS} waiters         {fan_in:>10.2?}  = {:.2}x single (target <= 2x)",
+        ratio(fan_in, single)
+    );
+    println!("push propagation A->B (notify to B's entry dropped): median {propagation:?} over 101 runs");
+    assert_eq!(push_calls, 0, "the push hit path made storage round trips");
+    c.final_summary();
+}
+
+/// Median time from a backend-expiry notify on node A returning to node B
+/// (push policy) dropping its stale entry by itself.
+async fn propagation(memory: &Arc<dyn SessionStore>) -> Duration {
+    let counters = Arc::new(Counters::default());
+    let a = SessionManager::builder(memory.clone(), TestFactory::new(&counters, "a"))
+        .policy(ValidationPolicy::Push)
+        .build();
+    let b = SessionManager::builder(memory.clone(), TestFactory::new(&counters, "b"))
+        .policy(ValidationPolicy::Push)
+        .build();
+    let mut delays = Vec::new();
+    for _ in 0..101 {
+        let id = a.create(backends(&["github", "jira"])).await.unwrap().id().clone();
+        b.get(&id).await.unwrap();
+        a.notify_backend_expired(&id, &workload("jira")).await.unwrap();
+        let start = Instant::now();
+        while b.cached(&id).is_some() {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            tokio::task::yield_now().await;
+        }
+        delays.push(start.elapsed());
+        a.terminate(&id).await.unwrap();
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    median(delays)
+}
