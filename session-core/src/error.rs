@@ -56,6 +56,18 @@ impl Error {
     }
 }
 
+impl From<MetadataError> for Error {
+    fn from(e: MetadataError) -> Self {
+        Self::InvalidInput(InvalidInput::Metadata(e))
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Self::InvalidInput(InvalidInput::Config(e))
+    }
+}
+
 /// What is wrong with a stored record that someone else wrote.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
