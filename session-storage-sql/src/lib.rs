@@ -52,6 +52,7 @@ mod listener;
 pub mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod scan;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

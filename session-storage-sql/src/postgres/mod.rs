@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    ChangeHub, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata, Page,
+    ChangeHub, ChangeStream, ConfigError, Cursor, Error, InvalidInput, Metadata, Page,
     Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
 };
 use sqlx::Row;
@@ -20,6 +20,7 @@ use crate::error::{self, corrupt_metadata, from_sqlx, millis, version, version_p
 use crate::ident::Ident;
 use crate::listener::{self, AbortOnDrop};
 use crate::migrate;
+use crate::scan::page;
 
 use self::sql::Statements;
 
@@ -325,21 +326,6 @@ impl SessionStore for PostgresStore {
     fn config(&self) -> &StoreConfig {
         &self.inner.config
     }
-}
-
-/// Turns `limit + 1` fetched ids into a page.
-pub(crate) fn page(mut rows: Vec<String>, limit: usize) -> Result<Page> {
-    let next = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|id| Cursor::new(id.as_str()))
-    } else {
-        None
-    };
-    let ids = rows
-        .iter()
-        .map(|s| SessionId::parse(s).map_err(|e| Error::corrupt(s.as_str(), CorruptRecord::InvalidId(e))))
-        .collect::<Result<_>>()?;
-    Ok(Page { ids, next })
 }
 
 impl std::fmt::Debug for PostgresStore {

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // not every test binary uses every helper
 //! The Postgres test harness: each harness gets its own schema
 //! (`vmcp_test_<hex>`), dropped at teardown.
 

@@ -1,0 +1,397 @@
+//! [`SqliteStore`]: the persistent embedded store for a single node.
+
+mod sql;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_core::{
+    Change, ChangeHub, ChangeStream, Cursor, Error, InvalidInput, Metadata, Page, Record, Result,
+    SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
+};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::cleanup::{self, Batch, CleanupConfig, CleanupHandle};
+use crate::config::{SqliteConfig, SqliteLocation, check_fraction};
+use crate::error::{self, corrupt_metadata, millis, version, version_param};
+use crate::ident::Ident;
+use crate::migrate;
+use crate::scan::page;
+
+use self::sql::Statements;
+
+/// "No absolute lifetime": far enough out never to bind, small enough
+/// that adding it to a Unix-ms timestamp cannot overflow.
+const NO_MAX_LIFETIME_MS: i64 = i64::MAX / 4;
+
+/// A [`SessionStore`] on SQLite (sqlx's SQLite driver, bundled SQLite).
+///
+/// A file database runs in WAL mode (readers never block the writer);
+/// `SqliteConfig::in_memory` keeps a private database on one connection.
+/// Semantics match [`crate::PostgresStore`] and the reference
+/// `MemoryStore`, on SQLite's clock: create replaces only an expired row,
+/// update is a compare-and-set in one `BEGIN IMMEDIATE` transaction (so it
+/// tells a conflict from a missing record without a race), loads throttle
+/// their slide.
+///
+/// The change stream is local to the process: every `SqliteStore` in this
+/// process on the same file and table (and every clone or
+/// [`SqliteStore::handle`]) shares one hub, but writes by other processes
+/// are not reported. Use Postgres or Redis when several nodes share
+/// sessions.
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    config: StoreConfig,
+    ttl_ms: i64,
+    max_ms: i64,
+}
+
+struct Shared {
+    pool: SqlitePool,
+    sql: Statements,
+    hub: Arc<ChangeHub>,
+    table: Ident,
+    fraction: f64,
+    busy_timeout: Duration,
+}
+
+/// Hubs shared by every store in the process on the same file and table.
+type HubKey = (PathBuf, String);
+
+fn hubs() -> &'static Mutex<HashMap<HubKey, Weak<ChangeHub>>> {
+    static HUBS: std::sync::OnceLock<Mutex<HashMap<HubKey, Weak<ChangeHub>>>> =
+        std::sync::OnceLock::new();
+    HUBS.get_or_init(Mutex::default)
+}
+
+fn shared_hub(key: HubKey, capacity: usize) -> Arc<ChangeHub> {
+    let mut map = hubs().lock().unwrap_or_else(PoisonError::into_inner);
+    map.retain(|_, hub| hub.strong_count() > 0);
+    if let Some(hub) = map.get(&key).and_then(Weak::upgrade) {
+        return hub;
+    }
+    let hub = Arc::new(ChangeHub::new(capacity));
+    map.insert(key, Arc::downgrade(&hub));
+    hub
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database and applies pending
+    /// migrations.
+    pub async fn open(cfg: SqliteConfig) -> Result<Self> {
+        let table = Ident::new("table", &cfg.table).map_err(error::config)?;
+        let fraction = check_fraction(cfg.slide_fraction).map_err(error::config)?;
+        let pool = match &cfg.location {
+            SqliteLocation::File(path) => {
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(if cfg.synchronous_full {
+                        SqliteSynchronous::Full
+                    } else {
+                        SqliteSynchronous::Normal
+                    })
+                    .busy_timeout(cfg.busy_timeout);
+                SqlitePoolOptions::new()
+                    .max_connections(cfg.max_connections.max(1))
+                    .acquire_timeout(cfg.busy_timeout.max(Duration::from_secs(1)))
+                    .connect_with(options)
+                    .await
+            }
+            SqliteLocation::Memory => {
+                // One connection that is never recycled: the database lives
+                // exactly as long as the pool.
+                let options = "sqlite::memory:"
+                    .parse::<SqliteConnectOptions>()
+                    .map(|o| o.busy_timeout(cfg.busy_timeout));
+                match options {
+                    Ok(options) => {
+                        SqlitePoolOptions::new()
+                            .max_connections(1)
+                            .min_connections(1)
+                            .idle_timeout(None)
+                            .max_lifetime(None)
+                            .acquire_timeout(cfg.busy_timeout.max(Duration::from_secs(1)))
+                            .connect_with(options)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        .map_err(|e| sqlite_err(e, cfg.busy_timeout))?;
+        migrate::sqlite(&pool, &table)
+            .await
+            .map_err(|e| sqlite_err(e, cfg.busy_timeout))?;
+        let hub = match &cfg.location {
+            SqliteLocation::File(path) => {
+                let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                shared_hub((canonical, table.as_str().to_owned()), cfg.change_capacity)
+            }
+            SqliteLocation::Memory => Arc::new(ChangeHub::new(cfg.change_capacity)),
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                pool,
+                sql: Statements::new(&table),
+                hub,
+                table,
+                fraction,
+                busy_timeout: cfg.busy_timeout,
+            }),
+            ttl_ms: millis(cfg.store.ttl()),
+            max_ms: cfg.store.max_lifetime().map_or(NO_MAX_LIFETIME_MS, millis),
+            config: cfg.store,
+        })
+    }
+
+    /// Another handle on the same database, pool and change stream with
+    /// different expiry settings.
+    #[must_use]
+    pub fn handle(&self, config: StoreConfig) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            ttl_ms: millis(config.ttl()),
+            max_ms: config.max_lifetime().map_or(NO_MAX_LIFETIME_MS, millis),
+            config,
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.shared.pool
+    }
+
+    /// The table.
+    pub fn table(&self) -> &Ident {
+        &self.shared.table
+    }
+
+    /// Deletes up to `batch` expired rows now; returns how many.
+    pub async fn purge_expired(&self, batch: u32) -> Result<u64> {
+        purge(&self.shared, batch).await
+    }
+
+    /// Starts the batched expired-row cleanup task (see
+    /// [`crate::PostgresStore::spawn_cleanup`]).
+    pub fn spawn_cleanup(&self, config: CleanupConfig) -> CleanupHandle {
+        let weak = Arc::downgrade(&self.shared);
+        let name = format!("sqlite:{}", self.shared.table);
+        cleanup::spawn(name, config, move |batch| {
+            let weak = weak.clone();
+            async move {
+                match weak.upgrade() {
+                    Some(shared) => purge(&shared, batch).await.map(Batch::Deleted),
+                    None => Ok(Batch::StoreGone),
+                }
+            }
+        })
+    }
+
+    fn err(&self, e: sqlx::Error) -> Error {
+        sqlite_err(e, self.shared.busy_timeout)
+    }
+
+    fn publish(&self, change: Change) {
+        self.shared.hub.publish(change);
+    }
+}
+
+/// SQLite's busy/locked codes (after `busy_timeout`) become timeouts.
+fn sqlite_err(e: sqlx::Error, busy: Duration) -> Error {
+    if let sqlx::Error::Database(db) = &e
+        && let Some(code) = db.code()
+        && let Ok(code) = code.parse::<i32>()
+        && matches!(code & 0xff, 5 | 6)
+    {
+        return Error::Timeout(busy);
+    }
+    crate::error::from_sqlx(e, busy, None)
+}
+
+async fn purge(shared: &Shared, batch: u32) -> Result<u64> {
+    sqlx::query(shared.sql.purge.clone())
+        .bind(i64::from(batch.max(1)))
+        .execute(&shared.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| sqlite_err(e, shared.busy_timeout))
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+        let ttl_ms = millis(self.config.effective_ttl(ttl));
+        let created: Option<i64> = sqlx::query_scalar(self.shared.sql.create.clone())
+            .bind(id.as_str())
+            .bind(metadata.json())
+            .bind(ttl_ms)
+            .bind(self.max_ms)
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if created.is_none() {
+            return Ok(None);
+        }
+        self.publish(Change::Written {
+            id: id.clone(),
+            version: Version::INITIAL,
+        });
+        Ok(Some(Version::INITIAL))
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        let sh = &*self.shared;
+        let row = sqlx::query(sh.sql.load.clone())
+            .bind(id.as_str())
+            .bind(self.max_ms)
+            .bind(sh.fraction)
+            .fetch_optional(&sh.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(row) = row else { return Ok(None) };
+        let v: i64 = row.try_get(0).map_err(|e| self.err(e))?;
+        let md: &str = row.try_get(1).map_err(|e| self.err(e))?;
+        let stale: bool = row.try_get(2).map_err(|e| self.err(e))?;
+        let record = Record {
+            version: version(id.as_str(), v)?,
+            metadata: Metadata::from_json(md).map_err(|e| corrupt_metadata(id.as_str(), e))?,
+        };
+        if stale {
+            // Re-checked in the statement: a concurrent slide or delete
+            // makes this a no-op.
+            sqlx::query(sh.sql.slide.clone())
+                .bind(id.as_str())
+                .bind(self.max_ms)
+                .bind(sh.fraction)
+                .execute(&sh.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(Some(record))
+    }
+
+    async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
+        let v: Option<i64> = sqlx::query_scalar(self.shared.sql.version.clone())
+            .bind(id.as_str())
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        v.map(|v| version(id.as_str(), v)).transpose()
+    }
+
+    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update> {
+        let sh = &*self.shared;
+        let mut tx = sh
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| self.err(e))?;
+        let applied: Option<i64> = sqlx::query_scalar(sh.sql.update.clone())
+            .bind(id.as_str())
+            .bind(version_param(expected))
+            .bind(metadata.json())
+            .bind(self.ttl_ms)
+            .bind(self.max_ms)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let outcome = match applied {
+            Some(v) => Update::Applied(version(id.as_str(), v)?),
+            None => {
+                let current: Option<i64> = sqlx::query_scalar(sh.sql.version.clone())
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                match current {
+                    Some(v) => Update::Conflict {
+                        current: version(id.as_str(), v)?,
+                    },
+                    None => Update::Missing,
+                }
+            }
+        };
+        tx.commit().await.map_err(|e| self.err(e))?;
+        if let Update::Applied(version) = outcome {
+            self.publish(Change::Written {
+                id: id.clone(),
+                version,
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<bool> {
+        let done = sqlx::query(self.shared.sql.touch.clone())
+            .bind(id.as_str())
+            .bind(self.max_ms)
+            .execute(&self.shared.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let live: Option<bool> = sqlx::query_scalar(self.shared.sql.delete.clone())
+            .bind(id.as_str())
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let live = live.unwrap_or(false);
+        if live {
+            self.publish(Change::Deleted { id: id.clone() });
+        }
+        Ok(live)
+    }
+
+    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        if limit == 0 {
+            return Err(InvalidInput::ScanLimit.into());
+        }
+        let sh = &*self.shared;
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1);
+        let rows: Vec<String> = match cursor {
+            None => {
+                sqlx::query_scalar(sh.sql.scan_first.clone())
+                    .bind(fetch)
+                    .fetch_all(&sh.pool)
+                    .await
+            }
+            Some(c) => {
+                sqlx::query_scalar(sh.sql.scan_next.clone())
+                    .bind(c.as_str())
+                    .bind(fetch)
+                    .fetch_all(&sh.pool)
+                    .await
+            }
+        }
+        .map_err(|e| self.err(e))?;
+        page(rows, limit)
+    }
+
+    fn changes(&self) -> Option<ChangeStream> {
+        Some(self.shared.hub.subscribe())
+    }
+
+    fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("table", &self.shared.table)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

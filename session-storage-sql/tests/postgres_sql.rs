@@ -1,0 +1,293 @@
+//! Postgres-specific behaviour beyond the core contract: migrations,
+//! isolation, cleanup, listener resync and the slide throttle.
+#![cfg(feature = "postgres")]
+
+#[path = "common/postgres.rs"]
+mod pg;
+
+use std::future::Future;
+use std::time::Duration;
+
+use session_core::{Change, Error, InvalidInput, Metadata, SessionId, SessionStore, StoreConfig, Ttl};
+use session_storage_sql::{CleanupConfig, PostgresConfig, PostgresStore};
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// Runs `f` with a fresh schema that is dropped afterwards, even on panic.
+fn with_schema<F, Fut>(f: F)
+where
+    F: FnOnce(String, String, PgPool) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = pg::url();
+        let admin = pg::admin(&url);
+        let schema = pg::schema_name();
+        let outcome = tokio::spawn(f(url, schema.clone(), admin.clone())).await;
+        pg::drop_schema(&admin, &schema).await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    });
+}
+
+fn cfg(ttl: Duration) -> StoreConfig {
+    StoreConfig::new(ttl).unwrap()
+}
+
+async fn connect(url: &str, schema: &str, store: StoreConfig) -> PostgresStore {
+    PostgresStore::connect(pg::config(url, schema, store)).await.unwrap()
+}
+
+async fn count(admin: &PgPool, sql: String) -> i64 {
+    sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(admin).await.unwrap()
+}
+
+#[test]
+fn migrations_are_idempotent_and_safe_concurrently() {
+    with_schema(|url, schema, admin| async move {
+        // Eight stores start at once on a schema that does not exist yet.
+        let starts: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, schema) = (url.clone(), schema.clone());
+                tokio::spawn(async move {
+                    PostgresStore::connect(pg::config(&url, &schema, StoreConfig::default()).listen(false))
+                        .await
+                })
+            })
+            .collect();
+        for s in starts {
+            s.await.unwrap().expect("concurrent start");
+        }
+        // And once more, later.
+        let store = connect(&url, &schema, StoreConfig::default()).await;
+        let applied = count(
+            &admin,
+            format!("SELECT count(*) FROM \"{schema}\"._session_store_migrations WHERE table_name = 'sessions'"),
+        )
+        .await;
+        assert_eq!(applied, 1, "each migration recorded exactly once");
+        let indexes = count(
+            &admin,
+            format!(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = '{schema}' AND tablename = 'sessions' \
+                 AND indexdef LIKE '%(expires_at)%'"
+            ),
+        )
+        .await;
+        assert_eq!(indexes, 1, "one index on expires_at");
+        let id = SessionId::generate();
+        assert!(store.create(&id, &Metadata::new(), Ttl::Default).await.unwrap().is_some());
+    });
+}
+
+#[test]
+fn schemas_and_tables_are_isolated() {
+    with_schema(|url, schema, admin| async move {
+        let other_schema = pg::schema_name();
+        let a = connect(&url, &schema, StoreConfig::default()).await;
+        let b = connect(&url, &other_schema, StoreConfig::default()).await;
+        let c = PostgresStore::connect(pg::config(&url, &schema, StoreConfig::default()).table("other"))
+            .await
+            .unwrap();
+        let mut b_changes = b.changes().unwrap();
+        let id = SessionId::generate();
+        for (n, s) in [&a, &b, &c].into_iter().enumerate() {
+            let md = Metadata::new().with("store", n.to_string()).unwrap();
+            assert!(s.create(&id, &md, Ttl::Default).await.unwrap().is_some());
+        }
+        for (n, s) in [&a, &b, &c].into_iter().enumerate() {
+            let rec = s.load(&id).await.unwrap().unwrap();
+            assert_eq!(rec.metadata.get("store"), Some(n.to_string().as_str()));
+        }
+        // b saw its own create, and nothing from a or c.
+        let first = tokio::time::timeout(Duration::from_secs(5), b_changes.recv()).await.unwrap();
+        assert!(matches!(first, Some(Change::Written { .. })));
+        assert!(a.delete(&id).await.unwrap());
+        assert!(a.load(&id).await.unwrap().is_none());
+        assert!(b.load(&id).await.unwrap().is_some());
+        assert!(c.load(&id).await.unwrap().is_some());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), b_changes.recv()).await.is_err(),
+            "b saw a change made in another schema"
+        );
+        assert_ne!(a.channel(), b.channel());
+        assert_ne!(a.channel(), c.channel());
+        pg::drop_schema(&admin, &other_schema).await;
+    });
+}
+
+#[test]
+fn invalid_identifiers_are_rejected_before_connecting() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        for (schema, table) in [("Bad", "t"), ("ok", "x; drop table y"), ("a\"b", "t"), ("", "t")] {
+            let r = PostgresStore::connect(
+                PostgresConfig::new("postgres://nobody@127.0.0.1:1/none").schema(schema).table(table),
+            )
+            .await;
+            assert!(
+                matches!(r, Err(Error::InvalidInput(InvalidInput::Config(_)))),
+                "{schema:?}.{table:?} accepted"
+            );
+        }
+    });
+}
+
+async fn terminate(admin: &PgPool, application_name: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(application_name)
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+async fn plant_expired(admin: &PgPool, schema: &str, n: usize) {
+    for _ in 0..n {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO \"{schema}\".sessions (id, version, metadata, created_at, expires_at, ttl) \
+             VALUES ($1, 1, '{{}}', now() - interval '1 hour', now() - interval '1 second', interval '1 second')"
+        )))
+        .bind(SessionId::generate().as_str())
+        .execute(admin)
+        .await
+        .unwrap();
+    }
+}
+
+async fn wait_until<F: AsyncFnMut() -> bool>(within: Duration, mut f: F) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[test]
+fn cleanup_removes_only_expired_rows_and_survives_a_killed_connection() {
+    with_schema(|url, schema, admin| async move {
+        let store = connect(&url, &schema, cfg(Duration::from_secs(600))).await;
+        let mut live = Vec::new();
+        for _ in 0..5 {
+            let id = SessionId::generate();
+            store.create(&id, &Metadata::new(), Ttl::Default).await.unwrap();
+            live.push(id);
+        }
+        plant_expired(&admin, &schema, 23).await;
+        let cleanup = store.spawn_cleanup(CleanupConfig {
+            interval: Duration::from_millis(100),
+            batch_size: 7,
+            max_batches: 100,
+        });
+        let total = format!("SELECT count(*) FROM \"{schema}\".sessions");
+        assert!(
+            wait_until(Duration::from_secs(10), async || count(&admin, total.clone()).await == 5).await,
+            "expired rows not removed"
+        );
+        for id in &live {
+            assert!(store.version(id).await.unwrap().is_some(), "cleanup removed a live row");
+        }
+        // Kill every store connection (the cleanup's included), then
+        // expire more rows: the task must carry on.
+        let killed = terminate(&admin, &format!("vmcp-store:{schema}.sessions")).await;
+        assert!(killed >= 1, "no store connection to kill");
+        plant_expired(&admin, &schema, 9).await;
+        assert!(
+            wait_until(Duration::from_secs(10), async || count(&admin, total.clone()).await == 5).await,
+            "cleanup did not recover after its connection was killed: {:?}",
+            cleanup.stats()
+        );
+        assert!(!cleanup.is_finished());
+        let stats = cleanup.stats();
+        assert_eq!(stats.deleted, 32, "{stats:?}");
+        eprintln!("cleanup stats after a killed connection: {stats:?}");
+        cleanup.stop();
+        for id in &live {
+            assert!(store.load(id).await.unwrap().is_some());
+        }
+    });
+}
+
+#[test]
+fn listener_resyncs_after_its_connection_is_terminated() {
+    with_schema(|url, schema, admin| async move {
+        let watcher = connect(&url, &schema, StoreConfig::default()).await;
+        let writer = PostgresStore::connect(pg::config(&url, &schema, StoreConfig::default()).listen(false))
+            .await
+            .unwrap();
+        let mut changes = watcher.changes().unwrap();
+        let killed = terminate(&admin, &format!("vmcp-listen:{schema}.sessions")).await;
+        assert_eq!(killed, 1, "exactly one listener connection");
+        let resync = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if let Some(Change::Resync) = changes.recv().await {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(resync.is_ok(), "no resync after the listener's connection was terminated");
+        // Listening again: a write after the resync is reported.
+        let id = SessionId::generate();
+        writer.create(&id, &Metadata::new(), Ttl::Default).await.unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(Change::Written { id: got, .. }) = changes.recv().await
+                    && got == id
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(seen.is_ok(), "no change event after the resync");
+    });
+}
+
+#[test]
+fn slide_throttle_writes_at_most_once_per_window() {
+    with_schema(|url, schema, admin| async move {
+        // ttl 10 s, fraction 0.1: a load rewrites the row at most once a second.
+        let store = connect(&url, &schema, cfg(Duration::from_secs(10))).await;
+        let id = SessionId::generate();
+        store.create(&id, &Metadata::new(), Ttl::Default).await.unwrap();
+        let xmin = format!("SELECT xmin::text FROM \"{schema}\".sessions WHERE id = '{}'", id.as_str());
+        let row_version = async || -> String {
+            sqlx::query_scalar(AssertSqlSafe(xmin.clone())).fetch_one(&admin).await.unwrap()
+        };
+        let created = row_version().await;
+        let started = tokio::time::Instant::now();
+        for _ in 0..50 {
+            assert!(store.load(&id).await.unwrap().is_some());
+        }
+        assert!(started.elapsed() < Duration::from_millis(900), "machine too slow for this test");
+        assert_eq!(row_version().await, created, "a load inside the window rewrote the row");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut versions = std::collections::HashSet::new();
+        let window = tokio::time::Instant::now();
+        for _ in 0..50 {
+            assert!(store.load(&id).await.unwrap().is_some());
+            versions.insert(row_version().await);
+        }
+        if window.elapsed() < Duration::from_millis(900) {
+            assert_eq!(versions.len(), 1, "more than one slide in one window");
+        }
+        assert!(!versions.contains(&created), "no slide after the window passed");
+        // version() never writes.
+        let before = row_version().await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for _ in 0..10 {
+            store.version(&id).await.unwrap();
+        }
+        assert_eq!(row_version().await, before, "version() rewrote the row");
+    });
+}
