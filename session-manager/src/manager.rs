@@ -105,6 +105,10 @@ struct Inner<F: SessionFactory> {
     shut: AtomicBool,
     flights: AtomicUsize,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Hot-path counters, registered once (install a recorder before
+    /// building managers to export them).
+    hits: metrics::Counter,
+    probes: metrics::Counter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +150,8 @@ impl<F: SessionFactory> SessionManager<F> {
             shut: AtomicBool::new(false),
             flights: AtomicUsize::new(0),
             tasks: Mutex::new(Vec::new()),
+            hits: metrics::counter!(m::HITS),
+            probes: metrics::counter!(m::PROBES),
         });
         let mut tasks = Vec::new();
         if let Some(stream) = stream {
@@ -217,17 +223,17 @@ impl<F: SessionFactory> SessionManager<F> {
     /// The live session for `id`, validated per policy, restored on a miss
     /// (one load and one build per id on this node however many callers
     /// wait). No identity check: for trusted callers; see [`get_for`](Self::get_for).
-    #[tracing::instrument(name = "session_manager.get", skip_all, fields(session_id = %id))]
     pub async fn get(&self, id: &SessionId) -> Result<LiveOf<F>> {
-        self.inner.get(id, None).await
+        let span = tracing::info_span!("session_manager.get", session_id = %id);
+        self.inner.get(id, None, span).await
     }
 
     /// Like [`get`](Self::get) for a caller identity: the binding is checked
     /// in constant time against the stored snapshot before anything is built;
     /// a mismatch is [`Error::Forbidden`] and leaves the session untouched.
-    #[tracing::instrument(name = "session_manager.get_for", skip_all, fields(session_id = %id))]
     pub async fn get_for(&self, id: &SessionId, caller: &Binding) -> Result<LiveOf<F>> {
-        self.inner.get(id, Some(caller)).await
+        let span = tracing::info_span!("session_manager.get_for", session_id = %id);
+        self.inner.get(id, Some(caller), span).await
     }
 
     /// Applies `f` to the stored metadata by compare-and-set, retrying on
@@ -528,7 +534,7 @@ impl<F: SessionFactory> Inner<F> {
     /// One version probe of a live session: `Ok(true)` current, `Ok(false)`
     /// newer exists (entry marked stale).
     async fn probe(&self, id: &SessionId, live: &LiveOf<F>) -> Result<bool> {
-        inc(m::PROBES);
+        self.probes.increment(1);
         match self.timed(self.store.version(id)).await {
             Ok(Some(v)) if v == live.version() => Ok(true),
             Ok(Some(v)) => {
@@ -543,18 +549,51 @@ impl<F: SessionFactory> Inner<F> {
         }
     }
 
-    async fn get(self: &Arc<Self>, id: &SessionId, caller: Option<&Binding>) -> Result<LiveOf<F>> {
+    /// The hit path stays small and inline; everything else runs boxed in
+    /// [`get_slow`](Self::get_slow), so a hit never moves a large future.
+    async fn get(
+        self: &Arc<Self>,
+        id: &SessionId,
+        caller: Option<&Binding>,
+        span: tracing::Span,
+    ) -> Result<LiveOf<F>> {
         self.open()?;
+        let first = span.in_scope(|| self.lookup(id));
+        let first = match first {
+            Lookup::Fresh(live) => {
+                self.hits.increment(1);
+                return Self::authorize(id, live, caller);
+            }
+            Lookup::Probe(live) if self.cfg.policy == ValidationPolicy::EveryAccess => {
+                if self.probe(id, &live).await? {
+                    self.hits.increment(1);
+                    return Self::authorize(id, live, caller);
+                }
+                Lookup::Miss
+            }
+            other => other,
+        };
+        Box::pin(self.get_slow(id, caller, first).instrument(span)).await
+    }
+
+    async fn get_slow(
+        self: &Arc<Self>,
+        id: &SessionId,
+        caller: Option<&Binding>,
+        first: Lookup<F::Session>,
+    ) -> Result<LiveOf<F>> {
+        let mut first = Some(first);
         for _ in 0..GET_ROUNDS {
-            match self.lookup(id) {
+            let found = first.take().unwrap_or_else(|| self.lookup(id));
+            match found {
                 Lookup::Fresh(live) => {
-                    inc(m::HITS);
+                    self.hits.increment(1);
                     return Self::authorize(id, live, caller);
                 }
                 Lookup::Probe(live) => {
                     if self.probe(id, &live).await? {
                         self.validated(id, &live);
-                        inc(m::HITS);
+                        self.hits.increment(1);
                         return Self::authorize(id, live, caller);
                     }
                 }
@@ -873,7 +912,7 @@ impl<F: SessionFactory> Inner<F> {
         match result {
             Ok(Some(live)) => Ok(live),
             // Lost the insert race: a terminate wins, otherwise restore.
-            Ok(None) => self.get(id, None).await,
+            Ok(None) => self.get(id, None, tracing::Span::current()).await,
             Err(e) => Err(e),
         }
     }

@@ -65,7 +65,12 @@ async fn schedule(seed: u64) {
                 .build()
         })
         .collect();
-    let id = nodes[0].create(backends(&["github", "jira", "slack"])).await.unwrap().id().clone();
+    let id = nodes[0]
+        .create(backends(&["github", "jira", "slack"]))
+        .await
+        .unwrap()
+        .id()
+        .clone();
     for n in &nodes {
         if rng.below(2) == 0 {
             n.get(&id).await.unwrap();
@@ -83,7 +88,10 @@ async fn schedule(seed: u64) {
         })
         .collect();
     let at = usize::try_from(rng.below(ops.len() as u64 + 1)).unwrap();
-    ops.insert(at, Op::Terminate(usize::try_from(rng.below(nodes_n as u64)).unwrap()));
+    ops.insert(
+        at,
+        Op::Terminate(usize::try_from(rng.below(nodes_n as u64)).unwrap()),
+    );
 
     let clock = Arc::new(AtomicU64::new(0));
     let acked_at = Arc::new(AtomicU64::new(u64::MAX));
@@ -112,14 +120,21 @@ async fn schedule(seed: u64) {
                     Err(Error::NotFound { .. }) => false,
                     Err(e) => panic!("get: {e}"),
                 },
-                Op::Update(_) => match node.update(&id, |md| md.with("counter", (counter(md) + 1).to_string())).await {
+                Op::Update(_) => match node
+                    .update(&id, |md| md.with("counter", (counter(md) + 1).to_string()))
+                    .await
+                {
                     Ok(_) => true,
                     Err(Error::NotFound { .. }) => false,
                     Err(e) => panic!("update: {e}"),
                 },
                 Op::Notify(_) => {
-                    let w = workload(["github", "jira", "slack"][usize::try_from(start % 3).unwrap()]);
-                    matches!(node.notify_backend_expired(&id, &w).await.unwrap(), BackendExpiry::Removed(_))
+                    let w =
+                        workload(["github", "jira", "slack"][usize::try_from(start % 3).unwrap()]);
+                    matches!(
+                        node.notify_backend_expired(&id, &w).await.unwrap(),
+                        BackendExpiry::Removed(_)
+                    )
                 }
                 Op::Terminate(_) => {
                     node.terminate(&id).await.unwrap();
@@ -127,7 +142,11 @@ async fn schedule(seed: u64) {
                     true
                 }
             };
-            Done { op, start, succeeded }
+            Done {
+                op,
+                start,
+                succeeded,
+            }
         }));
     }
     let mut done = Vec::new();
@@ -148,23 +167,34 @@ async fn schedule(seed: u64) {
             }
             Op::Get(_) | Op::Terminate(_) => {}
             // Under every policy no later write succeeds.
-            Op::Update(_) | Op::Notify(_) => panic!("{ctx}: write after terminate succeeded ({d:?})"),
+            Op::Update(_) | Op::Notify(_) => {
+                panic!("{ctx}: write after terminate succeeded ({d:?})")
+            }
         }
     }
-    assert!(memory.version(&id).await.unwrap().is_none(), "{ctx}: storage holds the session again");
+    assert!(
+        memory.version(&id).await.unwrap().is_none(),
+        "{ctx}: storage holds the session again"
+    );
 
     // Within the documented bound every node stops returning it: push once
     // the change events are delivered, bounded staleness after BOUND.
     for _ in 0..64 {
         tokio::task::yield_now().await;
     }
-    if policies.iter().any(|p| matches!(p, ValidationPolicy::BoundedStaleness(_))) {
+    if policies
+        .iter()
+        .any(|p| matches!(p, ValidationPolicy::BoundedStaleness(_)))
+    {
         tokio::time::sleep(BOUND + Duration::from_millis(1)).await;
     }
     for (n, node) in nodes.iter().enumerate() {
         match node.get(&id).await {
             Err(Error::NotFound { .. }) => {}
-            other => panic!("{ctx}: node {n} ({:?}) still serves the terminated session: {other:?}", policies[n]),
+            other => panic!(
+                "{ctx}: node {n} ({:?}) still serves the terminated session: {other:?}",
+                policies[n]
+            ),
         }
     }
     for node in &nodes {
@@ -184,7 +214,10 @@ fn terminate_never_resurrects() {
     };
     for seed in seeds {
         // A fresh runtime per seed: the schedule depends on the seed only.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         runtime.block_on(schedule(seed));
     }
 }
