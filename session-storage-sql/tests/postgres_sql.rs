@@ -161,10 +161,10 @@ async fn plant_expired(admin: &PgPool, schema: &str, n: usize) {
     }
 }
 
-async fn wait_until<F: AsyncFnMut() -> bool>(within: Duration, mut f: F) -> bool {
+async fn wait_for_count(admin: &PgPool, sql: &str, want: i64, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
-        if f().await {
+        if count(admin, sql.to_owned()).await == want {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -190,7 +190,7 @@ fn cleanup_removes_only_expired_rows_and_survives_a_killed_connection() {
         });
         let total = format!("SELECT count(*) FROM \"{schema}\".sessions");
         assert!(
-            wait_until(Duration::from_secs(10), async || count(&admin, total.clone()).await == 5).await,
+            wait_for_count(&admin, &total, 5, Duration::from_secs(10)).await,
             "expired rows not removed"
         );
         for id in &live {
@@ -202,7 +202,7 @@ fn cleanup_removes_only_expired_rows_and_survives_a_killed_connection() {
         assert!(killed >= 1, "no store connection to kill");
         plant_expired(&admin, &schema, 9).await;
         assert!(
-            wait_until(Duration::from_secs(10), async || count(&admin, total.clone()).await == 5).await,
+            wait_for_count(&admin, &total, 5, Duration::from_secs(10)).await,
             "cleanup did not recover after its connection was killed: {:?}",
             cleanup.stats()
         );
@@ -261,33 +261,34 @@ fn slide_throttle_writes_at_most_once_per_window() {
         let id = SessionId::generate();
         store.create(&id, &Metadata::new(), Ttl::Default).await.unwrap();
         let xmin = format!("SELECT xmin::text FROM \"{schema}\".sessions WHERE id = '{}'", id.as_str());
-        let row_version = async || -> String {
-            sqlx::query_scalar(AssertSqlSafe(xmin.clone())).fetch_one(&admin).await.unwrap()
-        };
-        let created = row_version().await;
+        let created = row_version(&admin, &xmin).await;
         let started = tokio::time::Instant::now();
         for _ in 0..50 {
             assert!(store.load(&id).await.unwrap().is_some());
         }
         assert!(started.elapsed() < Duration::from_millis(900), "machine too slow for this test");
-        assert_eq!(row_version().await, created, "a load inside the window rewrote the row");
+        assert_eq!(row_version(&admin, &xmin).await, created, "a load inside the window rewrote the row");
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let mut versions = std::collections::HashSet::new();
         let window = tokio::time::Instant::now();
         for _ in 0..50 {
             assert!(store.load(&id).await.unwrap().is_some());
-            versions.insert(row_version().await);
+            versions.insert(row_version(&admin, &xmin).await);
         }
         if window.elapsed() < Duration::from_millis(900) {
             assert_eq!(versions.len(), 1, "more than one slide in one window");
         }
         assert!(!versions.contains(&created), "no slide after the window passed");
         // version() never writes.
-        let before = row_version().await;
+        let before = row_version(&admin, &xmin).await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
         for _ in 0..10 {
             store.version(&id).await.unwrap();
         }
-        assert_eq!(row_version().await, before, "version() rewrote the row");
+        assert_eq!(row_version(&admin, &xmin).await, before, "version() rewrote the row");
     });
+}
+
+async fn row_version(admin: &PgPool, sql: &str) -> String {
+    sqlx::query_scalar(AssertSqlSafe(sql.to_owned())).fetch_one(admin).await.unwrap()
 }
