@@ -42,7 +42,7 @@ pub enum ConnectError {
 /// let store = session_manager::connect("memory://").await.unwrap();
 /// assert!(store.changes().is_some());
 /// # if !cfg!(feature = "redis") {
-/// let err = session_manager::connect("redis://localhost:6379").await.unwrap_err();
+/// let Err(err) = session_manager::connect("redis://localhost:6379").await else { panic!() };
 /// assert!(err.to_string().contains("`redis` feature"));
 /// # }
 /// # }
