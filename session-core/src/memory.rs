@@ -66,13 +66,14 @@ struct Inner {
 struct Entry {
     version: Version,
     metadata: Metadata,
-    created: Duration,
-    expires: Duration,
-    ttl: Duration,
+    // Nanoseconds on the store's clock: u64, not Duration, keeps entries small.
+    created: u64,
+    expires: u64,
+    ttl: u64,
 }
 
 impl Entry {
-    fn live(&self, now: Duration) -> bool {
+    fn live(&self, now: u64) -> bool {
         now < self.expires
     }
 }
@@ -104,7 +105,7 @@ impl MemoryStore {
 
     /// Live sessions (expired entries not yet swept are not counted).
     pub fn len(&self) -> usize {
-        let now = self.inner.clock.now();
+        let now = self.inner.now();
         (0..SHARDS)
             .map(|i| {
                 lock(&self.inner.shards[i])
@@ -121,6 +122,10 @@ impl MemoryStore {
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -131,16 +136,20 @@ impl Inner {
         lock(&self.shards[h])
     }
 
-    fn deadline(&self, now: Duration, created: Duration, ttl: Duration) -> Duration {
-        let slid = now + ttl;
+    fn now(&self) -> u64 {
+        nanos(self.clock.now())
+    }
+
+    fn deadline(&self, now: u64, created: u64, ttl: u64) -> u64 {
+        let slid = now.saturating_add(ttl);
         match self.config.max_lifetime() {
-            Some(max) => slid.min(created + max),
+            Some(max) => slid.min(created.saturating_add(nanos(max))),
             None => slid,
         }
     }
 
     fn sweep(&self, shard: usize) -> usize {
-        let now = self.clock.now();
+        let now = self.now();
         let mut map = lock(&self.shards[shard]);
         let before = map.len();
         map.retain(|_, e| e.live(now));
@@ -148,8 +157,8 @@ impl Inner {
     }
 
     /// Runs `f` on the live entry for `id`, dropping it first if expired.
-    fn with_live<T>(&self, id: &SessionId, f: impl FnOnce(&mut Entry, Duration) -> T) -> Option<T> {
-        let now = self.clock.now();
+    fn with_live<T>(&self, id: &SessionId, f: impl FnOnce(&mut Entry, u64) -> T) -> Option<T> {
+        let now = self.now();
         let mut map = self.shard(id);
         match map.get_mut(id) {
             Some(e) if e.live(now) => Some(f(e, now)),
@@ -171,9 +180,9 @@ impl SessionStore for MemoryStore {
         ttl: Ttl,
     ) -> Result<Option<Version>> {
         let inner = &*self.inner;
-        let ttl = inner.config.effective_ttl(ttl);
+        let ttl = nanos(inner.config.effective_ttl(ttl));
         let created = {
-            let now = inner.clock.now();
+            let now = inner.now();
             let mut map = inner.shard(id);
             match map.get(id) {
                 Some(e) if e.live(now) => false,
@@ -234,7 +243,7 @@ impl SessionStore for MemoryStore {
             }
             e.version = e.version.next();
             e.metadata = metadata.clone();
-            e.ttl = inner.config.ttl();
+            e.ttl = nanos(inner.config.ttl());
             e.expires = inner.deadline(now, e.created, e.ttl);
             Update::Applied(e.version)
         });
@@ -259,7 +268,7 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let inner = &*self.inner;
-        let now = inner.clock.now();
+        let now = inner.now();
         let removed = inner.shard(id).remove(id).is_some_and(|e| e.live(now));
         if removed {
             inner.hub.publish(Change::Deleted { id: id.clone() });
@@ -272,7 +281,7 @@ impl SessionStore for MemoryStore {
             return Err(InvalidInput::ScanLimit.into());
         }
         let inner = &*self.inner;
-        let now = inner.clock.now();
+        let now = inner.now();
         let after = cursor.map(Cursor::as_str);
         let mut ids: Vec<SessionId> = Vec::new();
         for shard in &inner.shards {
