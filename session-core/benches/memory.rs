@@ -197,7 +197,7 @@ fn interleaved() {
     for _ in 0..ROUNDS {
         offset = (offset + BATCH) % n;
         b.push(time(&mut |k| {
-            drop(baseline_load(&baseline, &ids[(offset + k) % n]))
+            drop(baseline_load(&baseline, &ids[(offset + k) % n]));
         }));
         s.push(time(&mut |k| {
             drop(ready(store.load(&ids[(offset + k) % n])).unwrap())
