@@ -200,7 +200,7 @@ fn interleaved() {
             drop(baseline_load(&baseline, &ids[(offset + k) % n]));
         }));
         s.push(time(&mut |k| {
-            drop(ready(store.load(&ids[(offset + k) % n])).unwrap())
+            drop(ready(store.load(&ids[(offset + k) % n])).unwrap());
         }));
     }
     let (b, s) = (median(b), median(s));
