@@ -4,9 +4,8 @@
 -- ARGV[4] change channel, ARGV[5] session id
 -- Returns 1 if created, 0 if the key exists (whatever it holds).
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local now = now_ms()
-local created = string.format('%.0f', now)
+local created = string.format('%.0f', now_ms())
 redis.call('HSET', KEYS[1], 'v', '1', 'm', ARGV[1], 'c', created, 't', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], deadline(now, now, tonumber(ARGV[2]), tonumber(ARGV[3])))
+slide(KEYS[1], created, ARGV[2], tonumber(ARGV[3]))
 redis.call('PUBLISH', ARGV[4], 'w:1:' .. ARGV[5])
 return 1

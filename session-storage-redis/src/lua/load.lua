@@ -5,5 +5,5 @@
 local r, err = read(KEYS[1], true)
 if err then return err end
 if not r then return false end
-redis.call('PEXPIREAT', KEYS[1], deadline(now_ms(), r.c, r.t, tonumber(ARGV[1])))
+slide(KEYS[1], r.c, r.t, tonumber(ARGV[1]))
 return { r.v, r.m }

@@ -5,5 +5,5 @@
 local r, err = read(KEYS[1], false)
 if err then return err end
 if not r then return 0 end
-redis.call('PEXPIREAT', KEYS[1], deadline(now_ms(), r.c, r.t, tonumber(ARGV[1])))
+slide(KEYS[1], r.c, r.t, tonumber(ARGV[1]))
 return 1
