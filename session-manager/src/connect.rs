@@ -33,9 +33,12 @@ pub enum ConnectError {
     Store(#[source] session_core::Error),
 }
 
-/// Opens the store a URL names: `memory://` (always available),
+/// Opens the store a URL names, with default store settings (30 min TTL):
+/// `memory://` (always available; every call is a new, separate store),
 /// `redis://`/`rediss://` (feature `redis`), `postgres://`/`postgresql://`
-/// (feature `postgres`), `sqlite://` (feature `sqlite`).
+/// (feature `postgres`), `sqlite://PATH` or `sqlite://:memory:` (feature
+/// `sqlite`). For other settings build the store yourself and pass it to
+/// [`SessionManager::builder`](crate::SessionManager::builder).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -55,10 +58,43 @@ pub async fn connect(url: &str) -> Result<Arc<dyn SessionStore>, ConnectError> {
         scheme: scheme.to_owned(),
         feature,
     };
+    let _ = &disabled;
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new(StoreConfig::default()))),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let store = session_storage_redis::RedisStore::connect(
+                session_storage_redis::RedisConfig::new(url),
+            )
+            .await
+            .map_err(ConnectError::Store)?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(disabled("redis")),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            let store = session_storage_sql::PostgresStore::connect(
+                session_storage_sql::PostgresConfig::new(url),
+            )
+            .await
+            .map_err(ConnectError::Store)?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => Err(disabled("postgres")),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            let config = match _rest {
+                ":memory:" | "" => session_storage_sql::SqliteConfig::in_memory(),
+                path => session_storage_sql::SqliteConfig::file(path),
+            };
+            let store = session_storage_sql::SqliteStore::open(config)
+                .await
+                .map_err(ConnectError::Store)?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(disabled("sqlite")),
         other => Err(ConnectError::UnsupportedScheme(other.to_owned())),
     }

@@ -67,3 +67,16 @@ pub use error::{Error, Result, SharedError};
 pub use factory::{BuildCause, Built, Live, SessionFactory, vmcp_matches};
 pub use manager::{BackendExpiry, BulkReport, CacheState, SessionManager};
 pub use policy::ValidationPolicy;
+
+/// The Redis store (feature `redis`).
+#[cfg(feature = "redis")]
+pub use session_storage_redis::{self as redis, RedisConfig, RedisStore};
+/// The SQL stores (features `postgres`, `sqlite`).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use session_storage_sql as sql;
+/// The Postgres store (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub use session_storage_sql::{PostgresConfig, PostgresStore};
+/// The SQLite store (feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub use session_storage_sql::{SqliteConfig, SqliteStore};
