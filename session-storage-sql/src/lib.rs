@@ -59,9 +59,9 @@ mod sqlite;
 pub use cleanup::{CleanupConfig, CleanupHandle, CleanupStats};
 #[cfg(feature = "postgres")]
 pub use config::PostgresConfig;
+pub use config::{DEFAULT_SLIDE_FRACTION, PoolConfig};
 #[cfg(feature = "sqlite")]
 pub use config::{SqliteConfig, SqliteLocation};
-pub use config::{DEFAULT_SLIDE_FRACTION, PoolConfig};
 pub use ident::Ident;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

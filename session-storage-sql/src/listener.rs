@@ -89,12 +89,11 @@ async fn reconnect(pool: &PgPool, channel: &str) -> PgListener {
 /// Parses one payload and publishes it; an unknown payload is logged and
 /// turned into a resync (something wrote that this version does not know).
 pub(crate) fn dispatch(hub: &ChangeHub, payload: &str) {
-    match parse(payload) {
-        Some(change) => hub.publish(change),
-        None => {
-            tracing::warn!(payload, "unrecognised change payload; publishing resync");
-            hub.publish(Change::Resync);
-        }
+    if let Some(change) = parse(payload) {
+        hub.publish(change);
+    } else {
+        tracing::warn!(payload, "unrecognised change payload; publishing resync");
+        hub.publish(Change::Resync);
     }
 }
 

@@ -51,7 +51,11 @@ impl Migration {
 }
 
 #[cfg(feature = "postgres")]
-pub(crate) async fn postgres(pool: &sqlx::PgPool, schema: &Ident, table: &Ident) -> Result<(), sqlx::Error> {
+pub(crate) async fn postgres(
+    pool: &sqlx::PgPool,
+    schema: &Ident,
+    table: &Ident,
+) -> Result<(), sqlx::Error> {
     use sqlx::{AssertSqlSafe, Row};
 
     let lock_key = i64::from_ne_bytes(
@@ -62,10 +66,11 @@ pub(crate) async fn postgres(pool: &sqlx::PgPool, schema: &Ident, table: &Ident)
         .bind(lock_key)
         .execute(&mut *tx)
         .await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(schema.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
     if !exists {
         sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {}", schema.quoted())))
             .execute(&mut *tx)
@@ -134,7 +139,10 @@ pub(crate) async fn sqlite(pool: &sqlx::SqlitePool, table: &Ident) -> Result<(),
     .iter()
     .map(|row| row.try_get::<i64, _>(0))
     .collect::<Result<_, _>>()?;
-    for m in SQLITE.iter().filter(|m| !applied.contains(&i64::from(m.version))) {
+    for m in SQLITE
+        .iter()
+        .filter(|m| !applied.contains(&i64::from(m.version)))
+    {
         tracing::info!(%table, version = m.version, name = m.name, "applying migration");
         sqlx::raw_sql(AssertSqlSafe(m.render(None, table)))
             .execute(&mut *tx)

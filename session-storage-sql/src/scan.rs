@@ -14,7 +14,9 @@ pub(crate) fn page(mut rows: Vec<String>, limit: usize) -> Result<Page> {
     };
     let ids = rows
         .iter()
-        .map(|s| SessionId::parse(s).map_err(|e| Error::corrupt(s.as_str(), CorruptRecord::InvalidId(e))))
+        .map(|s| {
+            SessionId::parse(s).map_err(|e| Error::corrupt(s.as_str(), CorruptRecord::InvalidId(e)))
+        })
         .collect::<Result<_>>()?;
     Ok(Page { ids, next })
 }

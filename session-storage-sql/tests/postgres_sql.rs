@@ -8,7 +8,9 @@ mod pg;
 use std::future::Future;
 use std::time::Duration;
 
-use session_core::{Change, Error, InvalidInput, Metadata, SessionId, SessionStore, StoreConfig, Ttl};
+use session_core::{
+    Change, Error, InvalidInput, Metadata, SessionId, SessionStore, StoreConfig, Ttl,
+};
 use session_storage_sql::{CleanupConfig, PostgresConfig, PostgresStore};
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -40,11 +42,16 @@ fn cfg(ttl: Duration) -> StoreConfig {
 }
 
 async fn connect(url: &str, schema: &str, store: StoreConfig) -> PostgresStore {
-    PostgresStore::connect(pg::config(url, schema, store)).await.unwrap()
+    PostgresStore::connect(pg::config(url, schema, store))
+        .await
+        .unwrap()
 }
 
 async fn count(admin: &PgPool, sql: String) -> i64 {
-    sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(admin).await.unwrap()
+    sqlx::query_scalar(AssertSqlSafe(sql))
+        .fetch_one(admin)
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -55,8 +62,10 @@ fn migrations_are_idempotent_and_safe_concurrently() {
             .map(|_| {
                 let (url, schema) = (url.clone(), schema.clone());
                 tokio::spawn(async move {
-                    PostgresStore::connect(pg::config(&url, &schema, StoreConfig::default()).listen(false))
-                        .await
+                    PostgresStore::connect(
+                        pg::config(&url, &schema, StoreConfig::default()).listen(false),
+                    )
+                    .await
                 })
             })
             .collect();
@@ -81,7 +90,13 @@ fn migrations_are_idempotent_and_safe_concurrently() {
         .await;
         assert_eq!(indexes, 1, "one index on expires_at");
         let id = SessionId::generate();
-        assert!(store.create(&id, &Metadata::new(), Ttl::Default).await.unwrap().is_some());
+        assert!(
+            store
+                .create(&id, &Metadata::new(), Ttl::Default)
+                .await
+                .unwrap()
+                .is_some()
+        );
     });
 }
 
@@ -91,9 +106,11 @@ fn schemas_and_tables_are_isolated() {
         let other_schema = pg::schema_name();
         let a = connect(&url, &schema, StoreConfig::default()).await;
         let b = connect(&url, &other_schema, StoreConfig::default()).await;
-        let c = PostgresStore::connect(pg::config(&url, &schema, StoreConfig::default()).table("other"))
-            .await
-            .unwrap();
+        let c = PostgresStore::connect(
+            pg::config(&url, &schema, StoreConfig::default()).table("other"),
+        )
+        .await
+        .unwrap();
         let mut b_changes = b.changes().unwrap();
         let id = SessionId::generate();
         for (n, s) in [&a, &b, &c].into_iter().enumerate() {
@@ -105,14 +122,18 @@ fn schemas_and_tables_are_isolated() {
             assert_eq!(rec.metadata.get("store"), Some(n.to_string().as_str()));
         }
         // b saw its own create, and nothing from a or c.
-        let first = tokio::time::timeout(Duration::from_secs(5), b_changes.recv()).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), b_changes.recv())
+            .await
+            .unwrap();
         assert!(matches!(first, Some(Change::Written { .. })));
         assert!(a.delete(&id).await.unwrap());
         assert!(a.load(&id).await.unwrap().is_none());
         assert!(b.load(&id).await.unwrap().is_some());
         assert!(c.load(&id).await.unwrap().is_some());
         assert!(
-            tokio::time::timeout(Duration::from_millis(500), b_changes.recv()).await.is_err(),
+            tokio::time::timeout(Duration::from_millis(500), b_changes.recv())
+                .await
+                .is_err(),
             "b saw a change made in another schema"
         );
         assert_ne!(a.channel(), b.channel());
@@ -123,11 +144,21 @@ fn schemas_and_tables_are_isolated() {
 
 #[test]
 fn invalid_identifiers_are_rejected_before_connecting() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        for (schema, table) in [("Bad", "t"), ("ok", "x; drop table y"), ("a\"b", "t"), ("", "t")] {
+        for (schema, table) in [
+            ("Bad", "t"),
+            ("ok", "x; drop table y"),
+            ("a\"b", "t"),
+            ("", "t"),
+        ] {
             let r = PostgresStore::connect(
-                PostgresConfig::new("postgres://nobody@127.0.0.1:1/none").schema(schema).table(table),
+                PostgresConfig::new("postgres://nobody@127.0.0.1:1/none")
+                    .schema(schema)
+                    .table(table),
             )
             .await;
             assert!(
@@ -179,7 +210,10 @@ fn cleanup_removes_only_expired_rows_and_survives_a_killed_connection() {
         let mut live = Vec::new();
         for _ in 0..5 {
             let id = SessionId::generate();
-            store.create(&id, &Metadata::new(), Ttl::Default).await.unwrap();
+            store
+                .create(&id, &Metadata::new(), Ttl::Default)
+                .await
+                .unwrap();
             live.push(id);
         }
         plant_expired(&admin, &schema, 23).await;
@@ -194,7 +228,10 @@ fn cleanup_removes_only_expired_rows_and_survives_a_killed_connection() {
             "expired rows not removed"
         );
         for id in &live {
-            assert!(store.version(id).await.unwrap().is_some(), "cleanup removed a live row");
+            assert!(
+                store.version(id).await.unwrap().is_some(),
+                "cleanup removed a live row"
+            );
         }
         // Kill every store connection (the cleanup's included), then
         // expire more rows: the task must carry on.
@@ -221,9 +258,10 @@ fn cleanup_removes_only_expired_rows_and_survives_a_killed_connection() {
 fn listener_resyncs_after_its_connection_is_terminated() {
     with_schema(|url, schema, admin| async move {
         let watcher = connect(&url, &schema, StoreConfig::default()).await;
-        let writer = PostgresStore::connect(pg::config(&url, &schema, StoreConfig::default()).listen(false))
-            .await
-            .unwrap();
+        let writer =
+            PostgresStore::connect(pg::config(&url, &schema, StoreConfig::default()).listen(false))
+                .await
+                .unwrap();
         let mut changes = watcher.changes().unwrap();
         let killed = terminate(&admin, &format!("vmcp-listen:{schema}.sessions")).await;
         assert_eq!(killed, 1, "exactly one listener connection");
@@ -235,10 +273,16 @@ fn listener_resyncs_after_its_connection_is_terminated() {
             }
         })
         .await;
-        assert!(resync.is_ok(), "no resync after the listener's connection was terminated");
+        assert!(
+            resync.is_ok(),
+            "no resync after the listener's connection was terminated"
+        );
         // Listening again: a write after the resync is reported.
         let id = SessionId::generate();
-        writer.create(&id, &Metadata::new(), Ttl::Default).await.unwrap();
+        writer
+            .create(&id, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap();
         let seen = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if let Some(Change::Written { id: got, .. }) = changes.recv().await
@@ -259,15 +303,28 @@ fn slide_throttle_writes_at_most_once_per_window() {
         // ttl 10 s, fraction 0.1: a load rewrites the row at most once a second.
         let store = connect(&url, &schema, cfg(Duration::from_secs(10))).await;
         let id = SessionId::generate();
-        store.create(&id, &Metadata::new(), Ttl::Default).await.unwrap();
-        let xmin = format!("SELECT xmin::text FROM \"{schema}\".sessions WHERE id = '{}'", id.as_str());
+        store
+            .create(&id, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap();
+        let xmin = format!(
+            "SELECT xmin::text FROM \"{schema}\".sessions WHERE id = '{}'",
+            id.as_str()
+        );
         let created = row_version(&admin, &xmin).await;
         let started = tokio::time::Instant::now();
         for _ in 0..50 {
             assert!(store.load(&id).await.unwrap().is_some());
         }
-        assert!(started.elapsed() < Duration::from_millis(900), "machine too slow for this test");
-        assert_eq!(row_version(&admin, &xmin).await, created, "a load inside the window rewrote the row");
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "machine too slow for this test"
+        );
+        assert_eq!(
+            row_version(&admin, &xmin).await,
+            created,
+            "a load inside the window rewrote the row"
+        );
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let mut versions = std::collections::HashSet::new();
         let window = tokio::time::Instant::now();
@@ -278,17 +335,27 @@ fn slide_throttle_writes_at_most_once_per_window() {
         if window.elapsed() < Duration::from_millis(900) {
             assert_eq!(versions.len(), 1, "more than one slide in one window");
         }
-        assert!(!versions.contains(&created), "no slide after the window passed");
+        assert!(
+            !versions.contains(&created),
+            "no slide after the window passed"
+        );
         // version() never writes.
         let before = row_version(&admin, &xmin).await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
         for _ in 0..10 {
             store.version(&id).await.unwrap();
         }
-        assert_eq!(row_version(&admin, &xmin).await, before, "version() rewrote the row");
+        assert_eq!(
+            row_version(&admin, &xmin).await,
+            before,
+            "version() rewrote the row"
+        );
     });
 }
 
 async fn row_version(admin: &PgPool, sql: &str) -> String {
-    sqlx::query_scalar(AssertSqlSafe(sql.to_owned())).fetch_one(admin).await.unwrap()
+    sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+        .fetch_one(admin)
+        .await
+        .unwrap()
 }

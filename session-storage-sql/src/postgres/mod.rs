@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::{
-    ChangeHub, ChangeStream, ConfigError, Cursor, Error, InvalidInput, Metadata, Page,
-    Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
+    ChangeHub, ChangeStream, ConfigError, Cursor, Error, InvalidInput, Metadata, Page, Record,
+    Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
 };
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -107,7 +107,9 @@ impl PostgresStore {
             .connect_lazy_with(options);
         let err = |e| from_sqlx(e, p.acquire_timeout, p.statement_timeout);
         if cfg.migrate {
-            migrate::postgres(&pool, &schema, &table).await.map_err(err)?;
+            migrate::postgres(&pool, &schema, &table)
+                .await
+                .map_err(err)?;
         }
         let channel = sql::channel(&schema, &table);
         let (hub, listener) = if cfg.listen {
@@ -193,7 +195,12 @@ async fn purge(inner: &Inner, batch: u32) -> Result<u64> {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
-    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+    async fn create(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+    ) -> Result<Option<Version>> {
         let inner = &*self.inner;
         let ttl_ms = millis(inner.config.effective_ttl(ttl));
         let row = sqlx::query(inner.sql.create.clone())
@@ -235,7 +242,12 @@ impl SessionStore for PostgresStore {
         v.map(|v| version(id.as_str(), v)).transpose()
     }
 
-    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update> {
+    async fn update(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+    ) -> Result<Update> {
         let inner = &*self.inner;
         let expected_raw = version_param(expected);
         for _ in 0..AMBIGUOUS_RETRIES {
@@ -299,7 +311,9 @@ impl SessionStore for PostgresStore {
         }
         let inner = &*self.inner;
         // One extra row tells whether another page follows.
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1);
+        let fetch = i64::try_from(limit)
+            .unwrap_or(i64::MAX - 1)
+            .saturating_add(1);
         let rows: Vec<String> = match cursor {
             None => {
                 sqlx::query_scalar(inner.sql.scan_first.clone())

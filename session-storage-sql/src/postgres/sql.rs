@@ -56,7 +56,9 @@ impl Statements {
             .map(|c| format!(", (SELECT pg_notify('{c}', 'w:' || version || ':' || $1::text) FROM upd)::text AS n"))
             .unwrap_or_default();
         let notify_delete = channel
-            .map(|c| format!(", CASE WHEN live THEN pg_notify('{c}', 'd:' || $1::text)::text END AS n"))
+            .map(|c| {
+                format!(", CASE WHEN live THEN pg_notify('{c}', 'd:' || $1::text)::text END AS n")
+            })
             .unwrap_or_default();
         let row_deadline = deadline("ttl", ms!(2));
         Self {
@@ -139,7 +141,10 @@ mod tests {
         assert_eq!(c.len(), 63);
         assert_eq!(channel(&Ident::new("s", "a").unwrap(), &t).len(), 63);
         assert_eq!(
-            channel(&Ident::new("s", "public").unwrap(), &Ident::new("t", "x").unwrap()),
+            channel(
+                &Ident::new("s", "public").unwrap(),
+                &Ident::new("t", "x").unwrap()
+            ),
             "public.x"
         );
     }

@@ -228,7 +228,12 @@ async fn purge(shared: &Shared, batch: u32) -> Result<u64> {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
-    async fn create(&self, id: &SessionId, metadata: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+    async fn create(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+    ) -> Result<Option<Version>> {
         let ttl_ms = millis(self.config.effective_ttl(ttl));
         let created: Option<i64> = sqlx::query_scalar(self.shared.sql.create.clone())
             .bind(id.as_str())
@@ -288,7 +293,12 @@ impl SessionStore for SqliteStore {
         v.map(|v| version(id.as_str(), v)).transpose()
     }
 
-    async fn update(&self, id: &SessionId, expected: Version, metadata: &Metadata) -> Result<Update> {
+    async fn update(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+    ) -> Result<Update> {
         let sh = &*self.shared;
         let mut tx = sh
             .pool
@@ -304,20 +314,20 @@ impl SessionStore for SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        let outcome = match applied {
-            Some(v) => Update::Applied(version(id.as_str(), v)?),
-            None => {
-                let current: Option<i64> = sqlx::query_scalar(sh.sql.version.clone())
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-                match current {
-                    Some(v) => Update::Conflict {
-                        current: version(id.as_str(), v)?,
-                    },
-                    None => Update::Missing,
-                }
+        let outcome = if let Some(v) = applied {
+            Update::Applied(version(id.as_str(), v)?)
+        } else {
+            // Same transaction: nothing can change between the two reads.
+            let current: Option<i64> = sqlx::query_scalar(sh.sql.version.clone())
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            match current {
+                Some(v) => Update::Conflict {
+                    current: version(id.as_str(), v)?,
+                },
+                None => Update::Missing,
             }
         };
         tx.commit().await.map_err(|e| self.err(e))?;
@@ -358,7 +368,9 @@ impl SessionStore for SqliteStore {
             return Err(InvalidInput::ScanLimit.into());
         }
         let sh = &*self.shared;
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1);
+        let fetch = i64::try_from(limit)
+            .unwrap_or(i64::MAX - 1)
+            .saturating_add(1);
         let rows: Vec<String> = match cursor {
             None => {
                 sqlx::query_scalar(sh.sql.scan_first.clone())

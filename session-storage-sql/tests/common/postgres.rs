@@ -80,7 +80,8 @@ mod container {
                         }
                     };
                     let port = container.get_host_port_ipv4(5432).await.ok();
-                    let _ = tx.send(port.map(|p| format!("postgres://postgres@127.0.0.1:{p}/test")));
+                    let _ =
+                        tx.send(port.map(|p| format!("postgres://postgres@127.0.0.1:{p}/test")));
                     std::future::pending::<()>().await;
                     drop(container);
                 });
@@ -93,7 +94,10 @@ mod container {
 
 /// A fresh, unique schema name.
 pub fn schema_name() -> String {
-    format!("vmcp_test_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    format!(
+        "vmcp_test_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
 }
 
 /// An admin pool on the test database.
@@ -118,10 +122,12 @@ pub fn config(url: &str, schema: &str, store: StoreConfig) -> PostgresConfig {
 
 /// Drops `schema` and everything in it.
 pub async fn drop_schema(admin: &PgPool, schema: &str) {
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-        .execute(admin)
-        .await
-        .expect("drop test schema");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(admin)
+    .await
+    .expect("drop test schema");
 }
 
 /// A harness on its own schema.
@@ -177,9 +183,11 @@ impl Harness for PgHarness {
         };
         // Make sure the table exists (migrations run on connect).
         drop(
-            PostgresStore::connect(self::config(&self.url, &self.schema, StoreConfig::default()).listen(false))
-                .await
-                .expect("connect"),
+            PostgresStore::connect(
+                self::config(&self.url, &self.schema, StoreConfig::default()).listen(false),
+            )
+            .await
+            .expect("connect"),
         );
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {} (id, version, metadata, created_at, expires_at, ttl) \
