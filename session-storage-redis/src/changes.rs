@@ -121,9 +121,10 @@ impl Subscriber {
     }
 
     fn relay(&self, msg: &Msg) {
-        match parse_payload(msg.get_payload_bytes()) {
-            Some(change) => self.hub.publish(change),
-            None => tracing::debug!(channel = %self.channel, "ignoring malformed change payload"),
+        if let Some(change) = parse_payload(msg.get_payload_bytes()) {
+            self.hub.publish(change);
+        } else {
+            tracing::debug!(channel = %self.channel, "ignoring malformed change payload");
         }
     }
 }

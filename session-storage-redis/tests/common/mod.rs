@@ -255,7 +255,7 @@ pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
         Corruption::MetadataNotJson => set("m", "{not json".to_owned()),
         Corruption::MetadataNotStringMap => set("m", r#"{"a":1}"#.to_owned()),
         Corruption::MetadataOversized => {
-            set("m", format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024)))
+            set("m", format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024)));
         }
         other => panic!("unknown corruption {other:?}"),
     }
