@@ -51,14 +51,14 @@ pub enum ConnectError {
 /// # }
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn SessionStore>, ConnectError> {
-    let Some((scheme, _rest)) = url.split_once("://") else {
+    let Some((scheme, rest)) = url.split_once("://") else {
         return Err(ConnectError::NoScheme(url.to_owned()));
     };
     let disabled = |feature| ConnectError::FeatureDisabled {
         scheme: scheme.to_owned(),
         feature,
     };
-    let _ = &disabled;
+    let _ = (&disabled, rest);
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new(StoreConfig::default()))),
         #[cfg(feature = "redis")]
@@ -85,7 +85,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn SessionStore>, ConnectError> {
         "postgres" | "postgresql" => Err(disabled("postgres")),
         #[cfg(feature = "sqlite")]
         "sqlite" => {
-            let config = match _rest {
+            let config = match rest {
                 ":memory:" | "" => session_storage_sql::SqliteConfig::in_memory(),
                 path => session_storage_sql::SqliteConfig::file(path),
             };

@@ -205,12 +205,11 @@ async fn schedule(seed: u64) {
 
 #[test]
 fn terminate_never_resurrects() {
-    let seeds: Vec<u64> = match std::env::var("RACE_SEED") {
-        Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => {
-            let n = std::env::var("RACE_SCHEDULES").map_or(3000, |s| s.parse().unwrap());
-            (0..n).collect()
-        }
+    let seeds: Vec<u64> = if let Ok(s) = std::env::var("RACE_SEED") {
+        vec![s.parse().unwrap()]
+    } else {
+        let n = std::env::var("RACE_SCHEDULES").map_or(3000, |s| s.parse().unwrap());
+        (0..n).collect()
     };
     for seed in seeds {
         // A fresh runtime per seed: the schedule depends on the seed only.
