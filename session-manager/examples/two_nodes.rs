@@ -67,16 +67,28 @@ fn backends(md: &session_core::Metadata) -> String {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            eprintln!("  caused by: {s}");
+            source = s.source();
+        }
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let url = match args.iter().position(|a| a == "--store") {
         Some(i) => args.get(i + 1).cloned().ok_or("--store needs a URL")?,
         None => "memory://".to_owned(),
     };
-    // An in-process store is shared by handle; a real one gets one
-    // connection per node, as two pods would.
+    // An in-process store (memory://, sqlite://:memory:) is shared by
+    // handle; a real one gets one connection per node, as two pods would.
     let store_a: Arc<dyn SessionStore> = session_manager::connect(&url).await?;
-    let store_b = if url.starts_with("memory:") {
+    let store_b = if url.starts_with("memory:") || url.ends_with(":memory:") {
         store_a.clone()
     } else {
         session_manager::connect(&url).await?
