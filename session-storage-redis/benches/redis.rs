@@ -296,7 +296,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    let outcome = rt.block_on(async {
         let prefix = format!("vmcp:bench:{}:", uuid::Uuid::new_v4());
         let store_cfg = RedisConfig::new(&url)
             .with_prefix(&prefix)
@@ -347,6 +347,37 @@ fn main() {
         }
         println!();
         println!("{}", if all_ok { "all targets met" } else { "some targets MISSED" });
-        cleanup(&ctx, &prefix).await;
+        (ctx, prefix)
     });
+    let (ctx, prefix) = outcome;
+    if std::env::var("BENCH_CRITERION").map_or(true, |v| v != "0") {
+        criterion_latency(&rt, &ctx);
+    }
+    rt.block_on(cleanup(&ctx, &prefix));
+}
+
+/// The same single-task latencies through criterion (its own statistics and
+/// reports under `target/criterion`); `BENCH_CRITERION=0` skips it.
+fn criterion_latency(rt: &tokio::runtime::Runtime, ctx: &Arc<Ctx>) {
+    let mut c = criterion::Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+        .configure_from_args();
+    let mut group = c.benchmark_group("redis");
+    for (n, op) in Op::ALL.into_iter().enumerate() {
+        let slot = Arc::new(tokio::sync::Mutex::new(rt.block_on(ctx.slot(200 + n))));
+        group.bench_function(format!("{op:?}").to_lowercase(), |b| {
+            b.to_async(rt).iter(|| {
+                let (ctx, slot) = (ctx.clone(), slot.clone());
+                async move {
+                    let mut slot = slot.lock().await;
+                    let mut raw = ctx.raw.clone();
+                    ctx.run(op, &mut slot, &mut raw).await;
+                }
+            });
+        });
+    }
+    group.finish();
+    c.final_summary();
 }

@@ -57,6 +57,7 @@ pub(crate) use cluster_scan::{cluster, parse_cluster};
 #[cfg(feature = "cluster")]
 mod cluster_scan {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use redis::Value;
     use redis::cluster_async::ClusterConnection;
@@ -64,7 +65,7 @@ mod cluster_scan {
     use session_core::{Cursor, Error};
 
     use super::{Found, ROUNDS_PER_PAGE, scan_cmd};
-    use crate::error::UnexpectedReply;
+    use crate::error::{UnexpectedReply, map_redis};
 
     pub(crate) fn parse_cluster(c: &Cursor) -> Option<(u16, u64)> {
         let (slot, n) = c.as_str().split_once(':')?;
@@ -79,14 +80,14 @@ mod cluster_scan {
     }
 
     /// The lowest slot of every master, ascending.
-    async fn masters(conn: &mut ClusterConnection) -> Result<Vec<u16>, Error> {
+    async fn masters(conn: &mut ClusterConnection, timeout: Duration) -> Result<Vec<u16>, Error> {
         let reply = conn
             .route_command(
                 redis::cmd("CLUSTER").arg("SLOTS").clone(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
             )
             .await
-            .map_err(Error::unavailable)?;
+            .map_err(|e| map_redis(e, "CLUSTER SLOTS", timeout))?;
         let bad = || Error::from(UnexpectedReply::new("CLUSTER SLOTS", &reply));
         let Value::Array(ranges) = &reply else {
             return Err(bad());
@@ -117,8 +118,9 @@ mod cluster_scan {
         pattern: &str,
         start: Option<(u16, u64)>,
         limit: usize,
+        timeout: Duration,
     ) -> Result<Found, Error> {
-        let masters = masters(conn).await?;
+        let masters = masters(conn, timeout).await?;
         let Some(&first) = masters.first() else {
             return Ok((Vec::new(), None));
         };
@@ -132,7 +134,7 @@ mod cluster_scan {
             let reply = conn
                 .route_command(scan_cmd(pattern, cursor, limit), route)
                 .await
-                .map_err(Error::unavailable)?;
+                .map_err(|e| map_redis(e, pattern, timeout))?;
             let (next, mut batch): (u64, Vec<Vec<u8>>) = redis::from_redis_value_ref(&reply)
                 .map_err(|_| Error::from(UnexpectedReply::new("SCAN", &reply)))?;
             keys.append(&mut batch);

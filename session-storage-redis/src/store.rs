@@ -269,7 +269,7 @@ impl SessionStore for RedisStore {
                     None => None,
                     Some(c) => Some(scan::parse_cluster(c).ok_or_else(|| bad_cursor(c))?),
                 };
-                scan::cluster(c, self.inner.prefix.pattern(), start, limit).await?
+                scan::cluster(c, self.inner.prefix.pattern(), start, limit, timeout).await?
             }
         };
         let ids = keys
