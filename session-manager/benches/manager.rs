@@ -232,6 +232,14 @@ fn main() {
     println!(
         "push propagation A->B (notify to B's entry dropped): median {propagation:?} over 101 runs"
     );
+    #[cfg(feature = "redis")]
+    if let Ok(url) = std::env::var("SESSION_TEST_REDIS_URL") {
+        let (raw, every) = fx.rt.block_on(networked(&url));
+        println!(
+            "on Redis ({url}): raw version() {raw:.1?}, every-access hit {every:.1?} = {:.3}x",
+            ratio(every, raw)
+        );
+    }
     assert_eq!(push_calls, 0, "the push hit path made storage round trips");
     c.final_summary();
 }
@@ -269,4 +277,30 @@ async fn propagation(memory: &Arc<dyn SessionStore>) -> Duration {
     a.shutdown().await;
     b.shutdown().await;
     median(delays)
+}
+
+/// Medians of a raw `version` call and an every-access hit on a networked
+/// store, where a round trip dominates.
+#[cfg(feature = "redis")]
+async fn networked(url: &str) -> (Duration, Duration) {
+    let store = session_manager::connect(url).await.unwrap();
+    let counters = Arc::new(Counters::default());
+    let node = SessionManager::builder(store.clone(), TestFactory::new(&counters, "redis"))
+        .policy(ValidationPolicy::EveryAccess)
+        .build();
+    let id = node
+        .create(backends(&["github"]))
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    let mut raw = Vec::new();
+    let mut every = Vec::new();
+    for _ in 0..31 {
+        raw.push(run_loop(200, || store.version(&id)).await / 200);
+        every.push(run_loop(200, || node.get(&id)).await / 200);
+    }
+    node.terminate(&id).await.unwrap();
+    node.shutdown().await;
+    (median(raw), median(every))
 }
