@@ -19,6 +19,14 @@
 //!
 //! See the crate README for the operator view (key layout, `redis-cli`).
 //!
+//! # Modules
+//!
+//! - `config`: [`RedisConfig`], [`Topology`]; `keys`: [`KeyPrefix`] (key and
+//!   channel names); `scripts` + `lua/*.lua`: the Lua scripts; `store`:
+//!   [`RedisStore`]; `scan`: `SCAN` paging (standalone and cluster);
+//!   `changes`: the pub/sub subscriber; `connection`: the command connection;
+//!   `error`: conversion to [`session_core::Error`].
+//!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
@@ -41,8 +49,8 @@
 //! # Features
 //!
 //! - `tls-rustls`: `rediss://` URLs (rustls, webpki roots).
-//! - `cluster`: [`RedisConfig::cluster`] for Redis Cluster (`cluster-async`).
-//! - `testcontainers`: for test harnesses, [`testing::container_url`] starts
+//! - `cluster`: `RedisConfig::cluster` for Redis Cluster (`cluster-async`).
+//! - `testcontainers`: for test harnesses, `testing::container_url` starts
 //!   a pinned `redis:7.2` container when a Docker daemon answers.
 
 mod changes;
