@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use session_core::{Metadata, SessionId, SessionStore, StoreConfig, Ttl, Update, Version};
-use session_storage_sql::{PoolConfig, PostgresConfig, PostgresStore};
+use session_storage_sql::{NotifyMode, PoolConfig, PostgresConfig, PostgresStore};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 
@@ -35,6 +35,7 @@ enum Op {
     Version,
     Load,
     Update,
+    UpdateAfterCommit,
     VersionPinged,
 }
 
@@ -46,6 +47,7 @@ impl Op {
             Op::Version => "version",
             Op::Load => "load",
             Op::Update => "update",
+            Op::UpdateAfterCommit => "update (NotifyMode::AfterCommit)",
             Op::VersionPinged => "version (test_before_acquire)",
         }
     }
@@ -55,7 +57,11 @@ struct Bench {
     raw: PgPool,
     store: PostgresStore,
     pinged: PostgresStore,
+    after_commit: PostgresStore,
     ids: Vec<SessionId>,
+    /// Rows only the after-commit store updates.
+    ids2: Vec<SessionId>,
+    versions2: Vec<AtomicU64>,
     /// Expected version per id, for the store's and the raw CAS.
     store_versions: Vec<AtomicU64>,
     raw_versions: Vec<AtomicU64>,
@@ -91,6 +97,19 @@ impl Bench {
             }
             Op::Version => {
                 assert!(self.store.version(id).await.unwrap().is_some());
+            }
+            Op::UpdateAfterCommit => {
+                let id = &self.ids2[i];
+                let expected = Version::new(self.versions2[i].load(Ordering::Relaxed));
+                match self
+                    .after_commit
+                    .update(id, expected, &self.md)
+                    .await
+                    .unwrap()
+                {
+                    Update::Applied(v) => self.versions2[i].store(v.get(), Ordering::Relaxed),
+                    other => panic!("{other:?}"),
+                }
             }
             Op::VersionPinged => {
                 assert!(self.pinged.version(id).await.unwrap().is_some());
@@ -137,6 +156,13 @@ async fn setup(url: &str, schema: &str) -> Bench {
     let pinged = PostgresStore::connect(store_cfg(true).listen(false))
         .await
         .expect("connect");
+    let after_commit = PostgresStore::connect(
+        store_cfg(false)
+            .listen(false)
+            .notify(NotifyMode::AfterCommit),
+    )
+    .await
+    .expect("connect");
     let raw = PgPoolOptions::new()
         .max_connections(16)
         .test_before_acquire(false)
@@ -171,6 +197,10 @@ async fn setup(url: &str, schema: &str) -> Bench {
     ])
     .unwrap();
     let ids: Vec<SessionId> = (0..IDS).map(|_| SessionId::generate()).collect();
+    let ids2: Vec<SessionId> = (0..IDS).map(|_| SessionId::generate()).collect();
+    for id in &ids2 {
+        store.create(id, &md, Ttl::Default).await.unwrap().unwrap();
+    }
     for id in &ids {
         store.create(id, &md, Ttl::Default).await.unwrap().unwrap();
         sqlx::query(AssertSqlSafe(format!(
@@ -197,6 +227,9 @@ async fn setup(url: &str, schema: &str) -> Bench {
         raw,
         store,
         pinged,
+        after_commit,
+        ids2,
+        versions2: (0..IDS).map(|_| AtomicU64::new(1)).collect(),
         store_versions: (0..IDS).map(|_| AtomicU64::new(1)).collect(),
         raw_versions: (0..IDS).map(|_| AtomicU64::new(1)).collect(),
         ids,
@@ -319,10 +352,11 @@ fn main() {
         Op::Load,
         Op::RawUpdate,
         Op::Update,
+        Op::UpdateAfterCommit,
         Op::VersionPinged,
     ];
     let lat = rt.block_on(latencies(&b, &ops));
-    let tput = rt.block_on(throughputs(&b, &ops[..5]));
+    let tput = rt.block_on(throughputs(&b, &ops[..6]));
     let l = |op: Op| lat[ops.iter().position(|o| *o == op).unwrap()];
     let t = |op: Op| tput[ops.iter().position(|o| *o == op).unwrap()];
 
@@ -344,6 +378,7 @@ fn main() {
         (Op::Version, Op::RawSelect, 1.2, 0.85),
         (Op::Load, Op::RawSelect, 1.3, 0.75),
         (Op::Update, Op::RawUpdate, 1.2, 0.8),
+        (Op::UpdateAfterCommit, Op::RawUpdate, 1.2, 0.8),
     ] {
         let lr = ratio(l(op), l(base));
         let tr = t(op) / t(base);

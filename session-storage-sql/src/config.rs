@@ -65,6 +65,30 @@ pub(crate) fn check_fraction(fraction: f64) -> Result<f64, ConfigError> {
     }
 }
 
+/// How a [`crate::PostgresStore`] publishes its writes on the change
+/// channel.
+#[cfg(feature = "postgres")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NotifyMode {
+    /// `pg_notify` inside the writing statement: a notification is sent if
+    /// and only if the write commits. The price is Postgres's own: a
+    /// transaction that notifies holds a database-wide lock from pre-commit
+    /// until its commit record is flushed, so notifying writes commit one
+    /// at a time (no group commit) and write throughput is capped at about
+    /// one commit per WAL flush (see the README's benchmark).
+    #[default]
+    InStatement,
+    /// `pg_notify` in its own statement right after the write committed
+    /// (one more round trip). A notify-only transaction writes no WAL of
+    /// its own, so it commits without waiting for a flush and writes keep
+    /// group commit. If the writer dies (or its connection drops) between
+    /// the two, that one event is lost: subscribers then rely on version
+    /// probes or their periodic resync, as after any missed event.
+    AfterCommit,
+    /// No notifications (no node uses the change stream).
+    Off,
+}
+
 /// Settings for [`crate::PostgresStore`].
 ///
 /// ```
@@ -89,7 +113,7 @@ pub struct PostgresConfig {
     pub(crate) store: StoreConfig,
     pub(crate) slide_fraction: f64,
     pub(crate) pool: PoolConfig,
-    pub(crate) notify: bool,
+    pub(crate) notify: NotifyMode,
     pub(crate) listen: bool,
     pub(crate) migrate: bool,
     pub(crate) change_capacity: usize,
@@ -110,7 +134,7 @@ impl PostgresConfig {
             store: StoreConfig::default(),
             slide_fraction: DEFAULT_SLIDE_FRACTION,
             pool: PoolConfig::default(),
-            notify: true,
+            notify: NotifyMode::InStatement,
             listen: true,
             migrate: true,
             change_capacity: 1024,
@@ -155,11 +179,10 @@ impl PostgresConfig {
         self
     }
 
-    /// Whether writes issue `pg_notify` (default `true`). Turn off only if
-    /// no node uses the change stream.
+    /// How writes issue `pg_notify` (default [`NotifyMode::InStatement`]).
     #[must_use]
-    pub fn notify(mut self, on: bool) -> Self {
-        self.notify = on;
+    pub fn notify(mut self, mode: NotifyMode) -> Self {
+        self.notify = mode;
         self
     }
 

@@ -57,9 +57,9 @@ mod scan;
 mod sqlite;
 
 pub use cleanup::{CleanupConfig, CleanupHandle, CleanupStats};
-#[cfg(feature = "postgres")]
-pub use config::PostgresConfig;
 pub use config::{DEFAULT_SLIDE_FRACTION, PoolConfig};
+#[cfg(feature = "postgres")]
+pub use config::{NotifyMode, PostgresConfig};
 #[cfg(feature = "sqlite")]
 pub use config::{SqliteConfig, SqliteLocation};
 pub use ident::Ident;

@@ -15,7 +15,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::cleanup::{self, Batch, CleanupConfig, CleanupHandle};
-use crate::config::{PostgresConfig, check_fraction};
+use crate::config::{NotifyMode, PostgresConfig, check_fraction};
 use crate::error::{self, corrupt_metadata, from_sqlx, millis, version, version_param};
 use crate::ident::Ident;
 use crate::listener::{self, AbortOnDrop};
@@ -72,6 +72,20 @@ impl Inner {
     fn err(&self, e: sqlx::Error) -> Error {
         from_sqlx(e, self.acquire_timeout, self.statement_timeout)
     }
+
+    /// With [`NotifyMode::AfterCommit`]: publishes a committed write. The
+    /// write stands whatever happens here, so a failure is only logged.
+    async fn notify_after(&self, payload: impl FnOnce() -> String) {
+        let Some(sql) = &self.sql.notify else { return };
+        let payload = payload();
+        if let Err(error) = sqlx::query(sql.clone())
+            .bind(&payload)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(channel = %self.channel, %payload, %error, "change notification lost after commit");
+        }
+    }
 }
 
 impl PostgresStore {
@@ -121,7 +135,11 @@ impl PostgresStore {
         } else {
             (None, None)
         };
-        let sql = Statements::new(&schema, &table, cfg.notify.then_some(channel.as_str()));
+        let in_statement = cfg.notify == NotifyMode::InStatement;
+        let mut sql = Statements::new(&schema, &table, in_statement.then_some(channel.as_str()));
+        if cfg.notify == NotifyMode::AfterCommit {
+            sql.notify = Some(sql::notify(&channel));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -211,7 +229,11 @@ impl SessionStore for PostgresStore {
             .fetch_optional(&inner.pool)
             .await
             .map_err(|e| inner.err(e))?;
-        Ok(row.map(|_| Version::INITIAL))
+        if row.is_none() {
+            return Ok(None);
+        }
+        inner.notify_after(|| format!("w:1:{id}")).await;
+        Ok(Some(Version::INITIAL))
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
@@ -263,7 +285,11 @@ impl SessionStore for PostgresStore {
             let applied: Option<i64> = row.try_get(0).map_err(|e| inner.err(e))?;
             let current: Option<i64> = row.try_get(1).map_err(|e| inner.err(e))?;
             match (applied, current) {
-                (Some(v), _) => return Ok(Update::Applied(version(id.as_str(), v)?)),
+                (Some(v), _) => {
+                    let v = version(id.as_str(), v)?;
+                    inner.notify_after(|| format!("w:{v}:{id}")).await;
+                    return Ok(Update::Applied(v));
+                }
                 (None, None) => return Ok(Update::Missing),
                 // The snapshot showed the expected version, yet the update
                 // matched nothing: a writer committed in between. Ask again
@@ -302,7 +328,11 @@ impl SessionStore for PostgresStore {
             .fetch_optional(&inner.pool)
             .await
             .map_err(|e| inner.err(e))?;
-        Ok(live.unwrap_or(false))
+        let live = live.unwrap_or(false);
+        if live {
+            inner.notify_after(|| format!("d:{id}")).await;
+        }
+        Ok(live)
     }
 
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
