@@ -25,7 +25,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
-            eprintln!("usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager]");
+            eprintln!(
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -196,7 +198,12 @@ fn bench(name: Option<&str>) -> Result<(), String> {
         return Err(format!("no benchmark named {name:?}"));
     }
     for (_, package, target, features) in chosen {
-        if !root().join(package).join("benches").join(format!("{target}.rs")).exists() {
+        if !root()
+            .join(package)
+            .join("benches")
+            .join(format!("{target}.rs"))
+            .exists()
+        {
             eprintln!("xtask: {package} has no bench `{target}` yet, skipped");
             continue;
         }
@@ -251,10 +258,19 @@ fn report(since: SystemTime) {
             .iter()
             .find(|(n, _)| n.starts_with("baseline"))
             .map(|(_, m)| *m);
-        let gname = group.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let gname = group
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         for (f, median) in rows {
             let ratio = baseline.map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", median / b));
-            println!("{:<45} {:>11.0} ns {:>10}", format!("{gname}/{f}"), median, ratio);
+            println!(
+                "{:<45} {:>11.0} ns {:>10}",
+                format!("{gname}/{f}"),
+                median,
+                ratio
+            );
         }
     }
 }
