@@ -42,29 +42,35 @@ fn policy(rng: &mut Rng) -> ValidationPolicy {
     }
 }
 
-async fn schedule(seed: u64) {
+async fn schedule(seed: u64, url: Option<&str>) {
     let mut rng = Rng::new(seed);
     let yielder = Yielder::seeded(seed.wrapping_mul(31).wrapping_add(7));
     let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
     let counters = Arc::new(Counters::default());
     let nodes_n = 2 + usize::from(rng.below(2) == 1);
     let policies: Vec<ValidationPolicy> = (0..nodes_n).map(|_| policy(&mut rng)).collect();
-    let nodes: Vec<_> = policies
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut store = TestStore::new(memory.clone());
-            store.yielder = yielder.clone();
-            let mut factory = TestFactory::new(&counters, &format!("n{i}"));
-            factory.yielder = yielder.clone();
-            factory.fresh_backend_ids = rng.below(2) == 0;
+    let mut nodes = Vec::new();
+    for (i, p) in policies.iter().enumerate() {
+        // One handle per node: separate connections on a real server.
+        let handle = match url {
+            None => memory.clone(),
+            Some(url) => session_manager::connect(url)
+                .await
+                .expect("connect to the test store"),
+        };
+        let mut store = TestStore::new(handle);
+        store.yielder = yielder.clone();
+        let mut factory = TestFactory::new(&counters, &format!("n{i}"));
+        factory.yielder = yielder.clone();
+        factory.fresh_backend_ids = rng.below(2) == 0;
+        nodes.push(
             SessionManager::builder(Arc::new(store), factory)
                 .policy(*p)
                 .cas_backoff(Duration::ZERO)
                 .cas_retries(64)
-                .build()
-        })
-        .collect();
+                .build(),
+        );
+    }
     let id = nodes[0]
         .create(backends(&["github", "jira", "slack"]))
         .await
@@ -173,7 +179,7 @@ async fn schedule(seed: u64) {
         }
     }
     assert!(
-        memory.version(&id).await.unwrap().is_none(),
+        nodes[0].store().version(&id).await.unwrap().is_none(),
         "{ctx}: storage holds the session again"
     );
 
@@ -189,12 +195,18 @@ async fn schedule(seed: u64) {
         tokio::time::sleep(BOUND + Duration::from_millis(1)).await;
     }
     for (n, node) in nodes.iter().enumerate() {
-        match node.get(&id).await {
-            Err(Error::NotFound { .. }) => {}
-            other => panic!(
-                "{ctx}: node {n} ({:?}) still serves the terminated session: {other:?}",
-                policies[n]
-            ),
+        // On a real server change events take a network hop: wait for them
+        // (generously; the guarantee is "once the event arrives").
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match node.get(&id).await {
+                Err(Error::NotFound { .. }) => break,
+                other if url.is_none() || std::time::Instant::now() > deadline => panic!(
+                    "{ctx}: node {n} ({:?}) still serves the terminated session: {other:?}",
+                    policies[n]
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
         }
     }
     for node in &nodes {
@@ -203,20 +215,58 @@ async fn schedule(seed: u64) {
     counters.assert_balanced();
 }
 
-#[test]
-fn terminate_never_resurrects() {
+fn run_seeds(url: Option<&str>, default_schedules: u64) {
     let seeds: Vec<u64> = if let Ok(s) = std::env::var("RACE_SEED") {
         vec![s.parse().unwrap()]
     } else {
-        let n = std::env::var("RACE_SCHEDULES").map_or(3000, |s| s.parse().unwrap());
+        let n = std::env::var("RACE_SCHEDULES").map_or(default_schedules, |s| s.parse().unwrap());
         (0..n).collect()
     };
     for seed in seeds {
-        // A fresh runtime per seed: the schedule depends on the seed only.
+        // A fresh runtime per seed: on MemoryStore the schedule depends on
+        // the seed only.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(schedule(seed));
+        runtime.block_on(schedule(seed, url));
     }
+}
+
+#[test]
+fn terminate_never_resurrects() {
+    run_seeds(None, 3000);
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn url(var: &str, example: &str) -> String {
+    match std::env::var(var) {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "{var} is not set: these tests need a real server, e.g. {var}={example} (or run `cargo xtask test`)"
+        ),
+    }
+}
+
+/// Fewer schedules on a real server (each connects 2-3 handles); set
+/// `RACE_SCHEDULES` for more.
+#[cfg(feature = "redis")]
+#[test]
+fn terminate_never_resurrects_redis() {
+    run_seeds(
+        Some(&url("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379")),
+        200,
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn terminate_never_resurrects_postgres() {
+    run_seeds(
+        Some(&url(
+            "SESSION_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        )),
+        100,
+    );
 }
