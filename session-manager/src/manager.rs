@@ -182,13 +182,26 @@ impl<F: SessionFactory> SessionManager<F> {
     /// vanishes unless [`activate`](Self::activate)d in time.
     #[tracing::instrument(name = "session_manager.reserve", skip_all, fields(session_id))]
     pub async fn reserve(&self) -> Result<SessionId> {
+        self.reserve_with(Metadata::new()).await
+    }
+
+    /// [`reserve`](Self::reserve) bound to `caller` from the start, so
+    /// [`terminate_for`](Self::terminate_for) works on the placeholder and
+    /// [`activate`](Self::activate) refuses metadata bound to anyone else.
+    #[tracing::instrument(name = "session_manager.reserve_for", skip_all, fields(session_id))]
+    pub async fn reserve_for(&self, caller: &Binding) -> Result<SessionId> {
+        let md = keys::with_binding(&Metadata::new(), caller).map_err(Error::edit)?;
+        self.reserve_with(md).await
+    }
+
+    async fn reserve_with(&self, placeholder: Metadata) -> Result<SessionId> {
         let inner = &self.inner;
         inner.open()?;
         for _ in 0..3 {
             let id = SessionId::generate();
             let ttl = Ttl::Custom(inner.cfg.reservation_ttl);
             match inner
-                .timed(inner.store.create(&id, &Metadata::new(), ttl))
+                .timed(inner.store.create(&id, &placeholder, ttl))
                 .await
             {
                 Ok(Some(_)) => {
@@ -736,6 +749,9 @@ impl<F: SessionFactory> Inner<F> {
         flight: &Flight<F::Session>,
     ) -> Outcome<F::Session> {
         for _ in 0..RESTORE_ATTEMPTS {
+            if self.shut.load(Ordering::SeqCst) {
+                return Outcome::Failed(Error::ShutDown);
+            }
             let (generation, epoch) = self.capture(id);
             flight.loading.store(true, Ordering::SeqCst);
             let stored = match self.timed(self.store.load(id)).await {
@@ -932,6 +948,11 @@ impl<F: SessionFactory> Inner<F> {
         if placeholder.metadata.contains_key(keys::BACKEND_IDS) {
             return Err(Error::AlreadyActive { id: id.clone() });
         }
+        if let Some(bound) = placeholder.metadata.get(keys::IDENTITY_BINDING)
+            && metadata.get(keys::IDENTITY_BINDING) != Some(bound)
+        {
+            return Err(Error::Forbidden { id: id.clone() });
+        }
         let snapshot = Snapshot {
             id: id.clone(),
             version: placeholder.version,
@@ -1068,7 +1089,7 @@ impl<F: SessionFactory> Inner<F> {
             if keep {
                 if let Some(e) = slot.entry.as_mut() {
                     e.live = Arc::new(Live::new(snapshot.clone(), e.live.session().clone()));
-                    e.stale = false;
+                    e.stale = snapshot.version < slot.floor;
                     e.last_validated = now;
                     inc(m::ADOPTIONS);
                 }

@@ -196,6 +196,23 @@ async fn placeholders_are_not_restorable_and_expire() {
         store.version(&id).await.unwrap().is_some(),
         "active session lives by the store TTL"
     );
+
+    // A placeholder bound to its caller from the start.
+    let alice = Binding::identity("https://idp.example", "alice").unwrap();
+    let bob = Binding::identity("https://idp.example", "bob").unwrap();
+    let id = a.reserve_for(&alice).await.unwrap();
+    assert!(matches!(
+        a.terminate_for(&id, &bob).await,
+        Err(Error::Forbidden { .. })
+    ));
+    let for_bob = keys::with_binding(&backends(&["github"]), &bob).unwrap();
+    assert!(matches!(
+        a.activate(&id, for_bob).await,
+        Err(Error::Forbidden { .. })
+    ));
+    let for_alice = keys::with_binding(&backends(&["github"]), &alice).unwrap();
+    a.activate(&id, for_alice).await.unwrap();
+    assert!(a.terminate_for(&id, &alice).await.unwrap());
     a.shutdown().await;
     counters.assert_balanced();
 }
