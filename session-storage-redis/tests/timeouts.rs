@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 fn config(url: &str) -> RedisConfig {
     RedisConfig::new(url)
-        .with_prefix(&common::unique_prefix(""))
+        .with_prefix(common::unique_prefix(""))
         .unwrap()
         .with_store(StoreConfig::new(Duration::from_secs(60)).unwrap())
         .with_connect_timeout(Duration::from_millis(500))
