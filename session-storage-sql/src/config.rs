@@ -78,12 +78,13 @@ pub enum NotifyMode {
     /// one commit per WAL flush (see the README's benchmark).
     #[default]
     InStatement,
-    /// `pg_notify` in its own statement right after the write committed
-    /// (one more round trip). A notify-only transaction writes no WAL of
-    /// its own, so it commits without waiting for a flush and writes keep
-    /// group commit. If the writer dies (or its connection drops) between
-    /// the two, that one event is lost: subscribers then rely on version
-    /// probes or their periodic resync, as after any missed event.
+    /// The event is queued once the write has committed and a background
+    /// task sends the queue in batches (one `pg_notify` statement per
+    /// batch, no extra round trip on the write path). A notify-only
+    /// transaction writes no WAL of its own, so it commits without waiting
+    /// for a flush, and writes keep group commit. Events still queued when
+    /// the process dies are lost: subscribers then rely on version probes
+    /// or their periodic resync, as after any missed event.
     AfterCommit,
     /// No notifications (no node uses the change stream).
     Off,

@@ -51,6 +51,8 @@ mod ident;
 mod listener;
 pub mod migrate;
 #[cfg(feature = "postgres")]
+mod notifier;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod scan;
 #[cfg(feature = "sqlite")]

@@ -359,3 +359,51 @@ async fn row_version(admin: &PgPool, sql: &str) -> String {
         .await
         .unwrap()
 }
+
+#[test]
+fn after_commit_notify_mode_reports_writes() {
+    with_schema(|url, schema, _admin| async move {
+        let watcher = connect(&url, &schema, StoreConfig::default()).await;
+        let writer = PostgresStore::connect(
+            pg::config(&url, &schema, StoreConfig::default())
+                .listen(false)
+                .notify(session_storage_sql::NotifyMode::AfterCommit),
+        )
+        .await
+        .unwrap();
+        let mut changes = watcher.changes().unwrap();
+        let id = SessionId::generate();
+        let v1 = writer
+            .create(&id, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        let md = Metadata::new().with("k", "v").unwrap();
+        let session_core::Update::Applied(v2) = writer.update(&id, v1, &md).await.unwrap() else {
+            panic!("update not applied")
+        };
+        assert!(writer.delete(&id).await.unwrap());
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            match tokio::time::timeout(Duration::from_secs(10), changes.recv()).await {
+                Ok(Some(Change::Resync)) => {}
+                Ok(Some(c)) => seen.push(c),
+                other => panic!("change stream ended or stalled: {other:?} after {seen:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                Change::Written {
+                    id: id.clone(),
+                    version: v1
+                },
+                Change::Written {
+                    id: id.clone(),
+                    version: v2
+                },
+                Change::Deleted { id: id.clone() },
+            ]
+        );
+    });
+}

@@ -20,6 +20,7 @@ use crate::error::{self, corrupt_metadata, from_sqlx, millis, version, version_p
 use crate::ident::Ident;
 use crate::listener::{self, AbortOnDrop};
 use crate::migrate;
+use crate::notifier::Notifier;
 use crate::scan::page;
 
 use self::sql::Statements;
@@ -65,6 +66,7 @@ struct Inner {
     hub: Option<ChangeHub>,
     acquire_timeout: Duration,
     statement_timeout: Option<Duration>,
+    notifier: Option<Notifier>,
     _listener: Option<AbortOnDrop>,
 }
 
@@ -73,17 +75,10 @@ impl Inner {
         from_sqlx(e, self.acquire_timeout, self.statement_timeout)
     }
 
-    /// With [`NotifyMode::AfterCommit`]: publishes a committed write. The
-    /// write stands whatever happens here, so a failure is only logged.
-    async fn notify_after(&self, payload: impl FnOnce() -> String) {
-        let Some(sql) = &self.sql.notify else { return };
-        let payload = payload();
-        if let Err(error) = sqlx::query(sql.clone())
-            .bind(&payload)
-            .execute(&self.pool)
-            .await
-        {
-            tracing::warn!(channel = %self.channel, %payload, %error, "change notification lost after commit");
+    /// With [`NotifyMode::AfterCommit`]: queues a committed write's event.
+    fn notify_after(&self, payload: impl FnOnce() -> String) {
+        if let Some(n) = &self.notifier {
+            n.send(payload());
         }
     }
 }
@@ -136,10 +131,9 @@ impl PostgresStore {
             (None, None)
         };
         let in_statement = cfg.notify == NotifyMode::InStatement;
-        let mut sql = Statements::new(&schema, &table, in_statement.then_some(channel.as_str()));
-        if cfg.notify == NotifyMode::AfterCommit {
-            sql.notify = Some(sql::notify(&channel));
-        }
+        let sql = Statements::new(&schema, &table, in_statement.then_some(channel.as_str()));
+        let notifier = (cfg.notify == NotifyMode::AfterCommit)
+            .then(|| Notifier::spawn(pool.clone(), channel.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -154,6 +148,7 @@ impl PostgresStore {
                 hub,
                 acquire_timeout: cfg.pool.acquire_timeout,
                 statement_timeout: cfg.pool.statement_timeout,
+                notifier,
                 _listener: listener,
             }),
         })
@@ -232,7 +227,7 @@ impl SessionStore for PostgresStore {
         if row.is_none() {
             return Ok(None);
         }
-        inner.notify_after(|| format!("w:1:{id}")).await;
+        inner.notify_after(|| format!("w:1:{id}"));
         Ok(Some(Version::INITIAL))
     }
 
@@ -287,7 +282,7 @@ impl SessionStore for PostgresStore {
             match (applied, current) {
                 (Some(v), _) => {
                     let v = version(id.as_str(), v)?;
-                    inner.notify_after(|| format!("w:{v}:{id}")).await;
+                    inner.notify_after(|| format!("w:{v}:{id}"));
                     return Ok(Update::Applied(v));
                 }
                 (None, None) => return Ok(Update::Missing),
@@ -330,7 +325,7 @@ impl SessionStore for PostgresStore {
             .map_err(|e| inner.err(e))?;
         let live = live.unwrap_or(false);
         if live {
-            inner.notify_after(|| format!("d:{id}")).await;
+            inner.notify_after(|| format!("d:{id}"));
         }
         Ok(live)
     }

@@ -36,14 +36,6 @@ pub(crate) struct Statements {
     pub(crate) scan_next: SqlStr,
     /// `$1` batch size → rows affected.
     pub(crate) purge: SqlStr,
-    /// `$1` payload: the separate notification of [`crate::NotifyMode::AfterCommit`].
-    pub(crate) notify: Option<SqlStr>,
-}
-
-/// The after-commit notification statement for `channel` (which holds only
-/// `[a-z0-9_.]`).
-pub(crate) fn notify(channel: &str) -> SqlStr {
-    sql(format!("SELECT pg_notify('{channel}', $1::text)::text"))
 }
 
 fn sql(s: String) -> SqlStr {
@@ -121,7 +113,6 @@ impl Statements {
                    SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT $1)) \
                  AND expires_at <= now()"
             )),
-            notify: None,
         }
     }
 }
