@@ -439,3 +439,72 @@ async fn used_sessions_slide_ttl_at_most_once_per_quarter() {
     a.shutdown().await;
     counters.assert_balanced();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn push_resyncs_after_a_gap_and_probes_when_the_stream_ends() {
+    let store = memory();
+    let counters = Arc::new(Counters::default());
+    let a = node(&store, &counters, "a", ValidationPolicy::EveryAccess);
+    let b = node(&store, &counters, "b", ValidationPolicy::Push);
+    let id = a
+        .create(backends(&["github", "jira"]))
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    b.get(&id).await.unwrap();
+    tokio::task::yield_now().await;
+
+    // Without yielding, change the session and flood the change stream past
+    // its buffer: B's listener lags, loses the event and gets a resync.
+    a.notify_backend_expired(&id, &workload("jira"))
+        .await
+        .unwrap();
+    let other = a.create(backends(&["github"])).await.unwrap().id().clone();
+    for i in 0..1100 {
+        a.update(&other, |md| md.with("n", i.to_string()))
+            .await
+            .unwrap();
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    // The resync makes B probe once: it sees the newer version.
+    let fresh = b.get(&id).await.unwrap();
+    assert_eq!(
+        keys::backend_ids(fresh.metadata()).unwrap(),
+        vec![workload("github")]
+    );
+
+    // A push node whose stream ends validates by probe from then on.
+    let hub = Arc::new(std::sync::Mutex::new(Some(session_core::ChangeHub::new(
+        16,
+    ))));
+    let mut silent = TestStore::new(store.clone());
+    silent.hub = Some(hub.clone());
+    let c = node(
+        &(Arc::new(silent) as Arc<dyn SessionStore>),
+        &counters,
+        "c",
+        ValidationPolicy::Push,
+    );
+    c.get(&id).await.unwrap();
+    hub.lock().unwrap().take();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    a.notify_backend_expired(&id, &workload("github"))
+        .await
+        .unwrap();
+    let seen = c.get(&id).await.unwrap();
+    assert!(
+        keys::backend_ids(seen.metadata()).unwrap().is_empty(),
+        "probe saw the change"
+    );
+    a.terminate(&id).await.unwrap();
+    assert!(matches!(c.get(&id).await, Err(Error::NotFound { .. })));
+    for m in [a, b, c] {
+        m.shutdown().await;
+    }
+    counters.assert_balanced();
+}

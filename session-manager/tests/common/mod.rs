@@ -213,6 +213,9 @@ pub struct TestStore {
     pub fail: Arc<AtomicBool>,
     pub yielder: Yielder,
     pub delay: Duration,
+    /// When set, `changes()` subscribes to this hub instead of the inner
+    /// store's (take it out to end the stream).
+    pub hub: Option<Arc<Mutex<Option<session_core::ChangeHub>>>>,
 }
 
 impl TestStore {
@@ -223,6 +226,7 @@ impl TestStore {
             fail: Arc::default(),
             yielder: Yielder::default(),
             delay: Duration::ZERO,
+            hub: None,
         }
     }
 
@@ -290,7 +294,14 @@ impl SessionStore for TestStore {
         self.inner.scan(cursor, limit).await
     }
     fn changes(&self) -> Option<ChangeStream> {
-        self.inner.changes()
+        match &self.hub {
+            Some(hub) => hub
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(session_core::ChangeHub::subscribe),
+            None => self.inner.changes(),
+        }
     }
     fn config(&self) -> &StoreConfig {
         self.inner.config()
