@@ -14,6 +14,20 @@ use session_core::Cursor;
 /// keyspace returns (possibly empty) pages instead of blocking.
 const ROUNDS_PER_PAGE: usize = 16;
 
+/// The largest `COUNT` hint (one `SCAN` call should stay short on the
+/// server): rounds that match nothing (a prefix that is sparse in the
+/// keyspace) widen the hint from `limit` up to this.
+const MAX_COUNT: usize = 1000;
+
+/// The `COUNT` hint after a round that found `found` keys with hint `count`.
+fn widen(count: usize, found: usize) -> usize {
+    if found == 0 {
+        count.saturating_mul(4).min(MAX_COUNT).max(count)
+    } else {
+        count
+    }
+}
+
 /// Keys found and the cursor to continue from.
 pub(crate) type Found = (Vec<Vec<u8>>, Option<Cursor>);
 
@@ -39,9 +53,11 @@ pub(crate) async fn single(
     limit: usize,
 ) -> RedisResult<Found> {
     let mut keys = Vec::new();
+    let mut count = limit.min(MAX_COUNT);
     for _ in 0..ROUNDS_PER_PAGE {
         let (next, mut batch): (u64, Vec<Vec<u8>>) =
-            scan_cmd(pattern, cursor, limit).query_async(conn).await?;
+            scan_cmd(pattern, cursor, count).query_async(conn).await?;
+        count = widen(count, batch.len());
         keys.append(&mut batch);
         cursor = next;
         if cursor == 0 || keys.len() >= limit {
@@ -64,7 +80,7 @@ mod cluster_scan {
     use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
     use session_core::{Cursor, Error};
 
-    use super::{Found, ROUNDS_PER_PAGE, scan_cmd};
+    use super::{Found, MAX_COUNT, ROUNDS_PER_PAGE, scan_cmd, widen};
     use crate::error::{UnexpectedReply, map_redis};
 
     pub(crate) fn parse_cluster(c: &Cursor) -> Option<(u16, u64)> {
@@ -126,17 +142,19 @@ mod cluster_scan {
         };
         let (mut slot, mut cursor) = start.unwrap_or((first, 0));
         let mut keys = Vec::new();
+        let mut count = limit.min(MAX_COUNT);
         for _ in 0..ROUNDS_PER_PAGE {
             let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
                 slot,
                 SlotAddr::Master,
             )));
             let reply = conn
-                .route_command(scan_cmd(pattern, cursor, limit), route)
+                .route_command(scan_cmd(pattern, cursor, count), route)
                 .await
                 .map_err(|e| map_redis(e, pattern, timeout))?;
             let (next, mut batch): (u64, Vec<Vec<u8>>) = redis::from_redis_value_ref(&reply)
                 .map_err(|_| Error::from(UnexpectedReply::new("SCAN", &reply)))?;
+            count = widen(count, batch.len());
             keys.append(&mut batch);
             cursor = next;
             if cursor == 0 {
