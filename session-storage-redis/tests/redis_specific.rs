@@ -405,6 +405,46 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     }
 }
 
+/// The change stream ends once the last store handle is gone (the
+/// subscriber task stops with it).
+async fn change_stream_ends_with_the_store<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let store = h.store(long()).await;
+    let clone = store.clone();
+    let mut stream = store.changes().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.recv())
+        .await
+        .unwrap();
+    assert_eq!(first, Some(Change::Resync));
+    drop(store);
+    // A clone keeps it alive.
+    let id = SessionId::generate();
+    clone
+        .create(&id, &Metadata::new(), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next_written(&mut stream, Duration::from_secs(10)).await,
+        Some(Change::Written {
+            id,
+            version: Version::INITIAL
+        })
+    );
+    drop(clone);
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if stream.recv().await.is_none() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        end.is_ok(),
+        "change stream still open after the store was dropped"
+    );
+}
+
 macro_rules! cases {
     ($backend:ty; $($case:ident),* $(,)?) => {
         $(
@@ -431,6 +471,7 @@ macro_rules! all_cases {
             prefix_isolation_scan,
             prefix_isolation_change_stream,
             expiry_fields_on_the_server,
+            change_stream_ends_with_the_store,
         );
     };
 }
