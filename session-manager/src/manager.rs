@@ -121,6 +121,14 @@ enum Lookup<S> {
     Miss,
 }
 
+/// When a restore read storage: the resync epoch and the time (ms) before
+/// its load, which is when the entry it caches was last validated.
+#[derive(Clone, Copy)]
+struct Stamp {
+    epoch: u64,
+    at: u64,
+}
+
 enum Edited {
     Unchanged(Snapshot),
     Applied(Snapshot),
@@ -727,13 +735,20 @@ impl<F: SessionFactory> Inner<F> {
     }
 
     /// The generation of `id`'s slot (created if missing) and the epoch.
-    fn capture(&self, id: &SessionId) -> (u64, u64) {
+    fn capture(&self, id: &SessionId) -> (u64, Stamp) {
+        let at = self.now_ms();
         let mut map = self.cache.shard(id);
         let generation = map
             .entry(id.clone())
             .or_insert_with(|| self.cache.new_slot())
             .generation;
-        (generation, self.epoch())
+        (
+            generation,
+            Stamp {
+                epoch: self.epoch(),
+                at,
+            },
+        )
     }
 
     fn cached_live(&self, id: &SessionId) -> Option<LiveOf<F>> {
@@ -852,9 +867,8 @@ impl<F: SessionFactory> Inner<F> {
         old: &LiveOf<F>,
         stored: &Snapshot,
         generation: u64,
-        epoch: u64,
+        stamp: Stamp,
     ) -> Option<LiveOf<F>> {
-        let now = self.now_ms();
         let mut map = self.cache.shard(id);
         let slot = map.get_mut(id)?;
         if slot.generation != generation || self.shut.load(Ordering::SeqCst) {
@@ -865,8 +879,8 @@ impl<F: SessionFactory> Inner<F> {
         let live = Arc::new(Live::new(stored.clone(), old.session().clone()));
         e.live = live.clone();
         e.stale = stored.version < floor;
-        e.last_validated = now;
-        e.epoch = epoch;
+        e.last_validated = stamp.at;
+        e.epoch = stamp.epoch;
         slot.floor = floor.max(stored.version);
         inc(m::ADOPTIONS);
         Some(live)
@@ -879,7 +893,7 @@ impl<F: SessionFactory> Inner<F> {
         id: &SessionId,
         live: &LiveOf<F>,
         generation: u64,
-        epoch: u64,
+        stamp: Stamp,
         stale: bool,
     ) -> bool {
         let now = self.now_ms();
@@ -895,9 +909,9 @@ impl<F: SessionFactory> Inner<F> {
             let entry = Entry {
                 live: live.clone(),
                 last_access: now,
-                last_validated: now,
+                last_validated: stamp.at,
                 last_slide: now,
-                epoch,
+                epoch: stamp.epoch,
                 stale: stale || live.version() < slot.floor,
                 tick: self.cache.next_tick(),
             };
@@ -938,7 +952,7 @@ impl<F: SessionFactory> Inner<F> {
         id: &SessionId,
         metadata: Metadata,
         generation: u64,
-        epoch: u64,
+        epoch: Stamp,
     ) -> Result<Option<LiveOf<F>>> {
         let placeholder = match self.timed(self.store.load(id)).await {
             Ok(Some(rec)) => rec,
