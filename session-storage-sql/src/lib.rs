@@ -8,9 +8,10 @@
 //!   when several stores start at once.
 //! - Every operation is one statement on the database's clock; updates are
 //!   compare-and-set and never create; loads throttle their expiry slide.
-//! - Postgres changes travel over `pg_notify` in the writing statement and
-//!   a reconnecting listener that signals [`session_core::Change::Resync`]
-//!   after any gap; SQLite's change stream is local to the process.
+//! - Postgres changes travel over `pg_notify` in the writing statement (or
+//!   batched right after commit, [`NotifyMode`]) and a reconnecting
+//!   listener that signals [`session_core::Change::Resync`] after any gap;
+//!   SQLite's change stream is local to the process.
 //! - A batched expired-row cleanup task ([`CleanupHandle`]).
 //!
 //! ```no_run

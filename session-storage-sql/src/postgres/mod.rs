@@ -33,16 +33,18 @@ const AMBIGUOUS_RETRIES: usize = 8;
 ///
 /// One row per session in a configurable, validated `schema.table`
 /// (see the README for the layout). Every operation is one statement and
-/// one round trip, on the server's clock:
+/// one round trip (a load that slides: two), on the server's clock:
 ///
 /// - `create` inserts, replacing only an expired row (`ON CONFLICT ... DO
 ///   UPDATE ... WHERE expires_at <= now()`), never a live one;
 /// - `update` is a compare-and-set (`WHERE id AND version AND live`) whose
 ///   statement also reads the live version from the same snapshot, so it
 ///   tells a conflict from a missing record without a second query;
-/// - `load` reads and slides, but rewrites `expires_at` only once the
-///   configured fraction of the TTL has passed (hot sessions do not churn
-///   WAL); `version` is a point select that never writes;
+/// - `load` is a point select that also says whether the slide throttle's
+///   window has passed; only then (once per window per session) does it
+///   send the conditional slide `UPDATE`, so hot sessions neither churn WAL
+///   nor pay for a write on every read; a corrupt row is reported before
+///   anything is written; `version` is a point select that never writes;
 /// - writes `pg_notify` the change in the same statement, so the
 ///   notification is sent if and only if the write commits.
 ///
@@ -243,10 +245,24 @@ impl SessionStore for PostgresStore {
         let Some(row) = row else { return Ok(None) };
         let v: i64 = row.try_get(0).map_err(|e| inner.err(e))?;
         let md: &str = row.try_get(1).map_err(|e| inner.err(e))?;
-        Ok(Some(Record {
+        let stale: bool = row.try_get(2).map_err(|e| inner.err(e))?;
+        let record = Record {
             version: version(id.as_str(), v)?,
             metadata: Metadata::from_json(md).map_err(|e| corrupt_metadata(id.as_str(), e))?,
-        }))
+        };
+        if stale {
+            // Once per throttle window per session: the statement re-checks
+            // liveness and the window, so a concurrent slide, update or
+            // delete turns it into a no-op.
+            sqlx::query(inner.sql.slide.clone())
+                .bind(id.as_str())
+                .bind(inner.max_ms)
+                .bind(inner.fraction)
+                .execute(&inner.pool)
+                .await
+                .map_err(|e| inner.err(e))?;
+        }
+        Ok(Some(record))
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {

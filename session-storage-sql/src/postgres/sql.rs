@@ -19,8 +19,12 @@ pub(crate) struct Statements {
     /// `$1` id, `$2` metadata, `$3` ttl ms, `$4` max lifetime ms (nullable)
     /// → one row (`version`) if created.
     pub(crate) create: SqlStr,
-    /// `$1` id, `$2` max lifetime ms, `$3` slide fraction → `version`, `metadata`.
+    /// `$1` id, `$2` max lifetime ms, `$3` slide fraction → `version`,
+    /// `metadata`, `stale` (whether the slide throttle's window has passed).
     pub(crate) load: SqlStr,
+    /// `$1` id, `$2` max lifetime ms, `$3` slide fraction → rows affected;
+    /// re-checks liveness and the throttle, so a race makes it a no-op.
+    pub(crate) slide: SqlStr,
     /// `$1` id → `version`.
     pub(crate) version: SqlStr,
     /// `$1` id, `$2` expected, `$3` metadata, `$4` ttl ms, `$5` max ms
@@ -75,11 +79,13 @@ impl Statements {
                 max = ms!(4),
             )),
             load: sql(format!(
-                "WITH slide AS (\
-                   UPDATE {t} SET expires_at = {row_deadline} \
-                   WHERE id = $1 AND expires_at > now() \
-                     AND expires_at < {row_deadline} - ttl * $3::float8) \
-                 SELECT version, metadata FROM {t} WHERE id = $1 AND expires_at > now()"
+                "SELECT version, metadata, expires_at < {row_deadline} - ttl * $3::float8 AS stale \
+                 FROM {t} WHERE id = $1 AND expires_at > now()"
+            )),
+            slide: sql(format!(
+                "UPDATE {t} SET expires_at = {row_deadline} \
+                 WHERE id = $1 AND expires_at > now() \
+                   AND expires_at < {row_deadline} - ttl * $3::float8"
             )),
             version: sql(format!(
                 "SELECT version FROM {t} WHERE id = $1 AND expires_at > now()"
