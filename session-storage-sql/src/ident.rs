@@ -72,6 +72,7 @@ impl fmt::Display for Ident {
 
 /// FNV-1a, 64 bit: a stable hash for advisory-lock keys and long channel
 /// names (not for security).
+#[cfg(feature = "postgres")]
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {

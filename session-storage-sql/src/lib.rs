@@ -44,6 +44,12 @@
 //! - `testcontainers`: lets the test harness start a pinned `postgres:16`
 //!   container when no URL is given and a Docker daemon answers.
 
+// Without a backend feature only the shared configuration types remain.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "sqlite")),
+    allow(dead_code, unused_imports)
+)]
+
 mod cleanup;
 mod config;
 mod error;
