@@ -407,3 +407,63 @@ fn after_commit_notify_mode_reports_writes() {
         );
     });
 }
+
+#[test]
+fn statement_timeout_is_reported_as_timeout() {
+    with_schema(|url, schema, admin| async move {
+        let store = PostgresStore::connect(
+            pg::config(&url, &schema, StoreConfig::default())
+                .listen(false)
+                .pool(session_storage_sql::PoolConfig {
+                    statement_timeout: Some(Duration::from_millis(300)),
+                    ..session_storage_sql::PoolConfig::default()
+                }),
+        )
+        .await
+        .unwrap();
+        let id = SessionId::generate();
+        let v1 = store
+            .create(&id, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        // Hold the row lock from another transaction: the CAS must wait, and
+        // statement_timeout cancels it.
+        let mut tx = admin.begin().await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT 1 FROM \"{schema}\".sessions WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let r = store.update(&id, v1, &Metadata::new()).await;
+        assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+        tx.rollback().await.unwrap();
+        // Nothing was applied; the store works again.
+        assert_eq!(store.version(&id).await.unwrap(), Some(v1));
+    });
+}
+
+#[test]
+fn unreachable_server_is_a_transient_error() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = PostgresStore::connect(
+            PostgresConfig::new("postgres://postgres@127.0.0.1:1/test").pool(
+                session_storage_sql::PoolConfig {
+                    acquire_timeout: Duration::from_millis(500),
+                    ..session_storage_sql::PoolConfig::default()
+                },
+            ),
+        )
+        .await;
+        match r {
+            Err(e) => assert!(e.is_transient(), "{e:?}"),
+            Ok(_) => panic!("connected to port 1"),
+        }
+    });
+}
