@@ -36,6 +36,7 @@ enum Op {
     Load,
     Update,
     UpdateAfterCommit,
+    UpdateNoNotify,
     VersionPinged,
 }
 
@@ -48,6 +49,7 @@ impl Op {
             Op::Load => "load",
             Op::Update => "update",
             Op::UpdateAfterCommit => "update (NotifyMode::AfterCommit)",
+            Op::UpdateNoNotify => "update (NotifyMode::Off)",
             Op::VersionPinged => "version (test_before_acquire)",
         }
     }
@@ -58,10 +60,14 @@ struct Bench {
     store: PostgresStore,
     pinged: PostgresStore,
     after_commit: PostgresStore,
+    silent: PostgresStore,
     ids: Vec<SessionId>,
     /// Rows only the after-commit store updates.
     ids2: Vec<SessionId>,
     versions2: Vec<AtomicU64>,
+    /// Rows only the silent store updates.
+    ids3: Vec<SessionId>,
+    versions3: Vec<AtomicU64>,
     /// Expected version per id, for the store's and the raw CAS.
     store_versions: Vec<AtomicU64>,
     raw_versions: Vec<AtomicU64>,
@@ -108,6 +114,14 @@ impl Bench {
                     .unwrap()
                 {
                     Update::Applied(v) => self.versions2[i].store(v.get(), Ordering::Relaxed),
+                    other => panic!("{other:?}"),
+                }
+            }
+            Op::UpdateNoNotify => {
+                let id = &self.ids3[i];
+                let expected = Version::new(self.versions3[i].load(Ordering::Relaxed));
+                match self.silent.update(id, expected, &self.md).await.unwrap() {
+                    Update::Applied(v) => self.versions3[i].store(v.get(), Ordering::Relaxed),
                     other => panic!("{other:?}"),
                 }
             }
@@ -163,6 +177,9 @@ async fn setup(url: &str, schema: &str) -> Bench {
     )
     .await
     .expect("connect");
+    let silent = PostgresStore::connect(store_cfg(false).listen(false).notify(NotifyMode::Off))
+        .await
+        .expect("connect");
     let raw = PgPoolOptions::new()
         .max_connections(16)
         .test_before_acquire(false)
@@ -198,7 +215,8 @@ async fn setup(url: &str, schema: &str) -> Bench {
     .unwrap();
     let ids: Vec<SessionId> = (0..IDS).map(|_| SessionId::generate()).collect();
     let ids2: Vec<SessionId> = (0..IDS).map(|_| SessionId::generate()).collect();
-    for id in &ids2 {
+    let ids3: Vec<SessionId> = (0..IDS).map(|_| SessionId::generate()).collect();
+    for id in ids2.iter().chain(&ids3) {
         store.create(id, &md, Ttl::Default).await.unwrap().unwrap();
     }
     for id in &ids {
@@ -228,7 +246,10 @@ async fn setup(url: &str, schema: &str) -> Bench {
         store,
         pinged,
         after_commit,
+        silent,
         ids2,
+        ids3,
+        versions3: (0..IDS).map(|_| AtomicU64::new(1)).collect(),
         versions2: (0..IDS).map(|_| AtomicU64::new(1)).collect(),
         store_versions: (0..IDS).map(|_| AtomicU64::new(1)).collect(),
         raw_versions: (0..IDS).map(|_| AtomicU64::new(1)).collect(),
@@ -353,10 +374,11 @@ fn main() {
         Op::RawUpdate,
         Op::Update,
         Op::UpdateAfterCommit,
+        Op::UpdateNoNotify,
         Op::VersionPinged,
     ];
     let lat = rt.block_on(latencies(&b, &ops));
-    let tput = rt.block_on(throughputs(&b, &ops[..6]));
+    let tput = rt.block_on(throughputs(&b, &ops[..7]));
     let l = |op: Op| lat[ops.iter().position(|o| *o == op).unwrap()];
     let t = |op: Op| tput[ops.iter().position(|o| *o == op).unwrap()];
 
@@ -379,6 +401,7 @@ fn main() {
         (Op::Load, Op::RawSelect, 1.3, 0.75),
         (Op::Update, Op::RawUpdate, 1.2, 0.8),
         (Op::UpdateAfterCommit, Op::RawUpdate, 1.2, 0.8),
+        (Op::UpdateNoNotify, Op::RawUpdate, 1.2, 0.8),
     ] {
         let lr = ratio(l(op), l(base));
         let tr = t(op) / t(base);
