@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::ident::Ident;
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 use tokio::sync::mpsc;
 
@@ -26,8 +28,26 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    /// Spawns the sending task for `channel` (only `[a-z0-9_.]`).
-    pub(crate) fn spawn(pool: PgPool, channel: String) -> Self {
+    /// Spawns the sending task for `channel` (only `[a-z0-9_.]`) on its
+    /// own connection, so it neither waits behind writers for a pooled
+    /// connection nor makes them wait.
+    pub(crate) fn spawn(
+        options: &PgConnectOptions,
+        schema: &Ident,
+        table: &Ident,
+        channel: String,
+    ) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(true)
+            .connect_lazy_with(
+                options
+                    .clone()
+                    .application_name(&format!("vmcp-notify:{schema}.{table}")),
+            );
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(pool, channel, rx));
         Self { tx }

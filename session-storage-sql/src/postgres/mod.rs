@@ -115,7 +115,7 @@ impl PostgresStore {
             .idle_timeout(p.idle_timeout)
             .max_lifetime(p.max_lifetime)
             .test_before_acquire(p.test_before_acquire)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         let err = |e| from_sqlx(e, p.acquire_timeout, p.statement_timeout);
         if cfg.migrate {
             migrate::postgres(&pool, &schema, &table)
@@ -135,7 +135,7 @@ impl PostgresStore {
         let in_statement = cfg.notify == NotifyMode::InStatement;
         let sql = Statements::new(&schema, &table, in_statement.then_some(channel.as_str()));
         let notifier = (cfg.notify == NotifyMode::AfterCommit)
-            .then(|| Notifier::spawn(pool.clone(), channel.clone()));
+            .then(|| Notifier::spawn(&options, &schema, &table, channel.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
