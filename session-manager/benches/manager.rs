@@ -207,7 +207,7 @@ fn main() {
             .map(|_| fx.rt.block_on(cold_restore(&fx.memory, &fx.id, WAITERS)))
             .collect(),
     );
-    let propagation = fx.rt.block_on(propagation(&fx.memory));
+    let propagation = fx.rt.block_on(propagation(&fx.memory, &fx.memory));
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!("\n== session-manager summary (medians) ==");
@@ -232,13 +232,17 @@ fn main() {
     println!(
         "push propagation A->B (notify to B's entry dropped): median {propagation:?} over 101 runs"
     );
-    #[cfg(feature = "redis")]
-    if let Ok(url) = std::env::var("SESSION_TEST_REDIS_URL") {
-        let (raw, every) = fx.rt.block_on(networked(&url));
-        println!(
-            "on Redis ({url}): raw version() {raw:.1?}, every-access hit {every:.1?} = {:.3}x",
-            ratio(every, raw)
-        );
+    for (feature_on, var) in [
+        (cfg!(feature = "redis"), "SESSION_TEST_REDIS_URL"),
+        (cfg!(feature = "postgres"), "SESSION_TEST_POSTGRES_URL"),
+    ] {
+        if let (true, Ok(url)) = (feature_on, std::env::var(var)) {
+            let (raw, every, prop) = fx.rt.block_on(networked(&url));
+            println!(
+                "on {url}: raw version() {raw:.1?}, every-access hit {every:.1?} = {:.3}x; push propagation median {prop:.1?} over 101 runs",
+                ratio(every, raw)
+            );
+        }
     }
     assert_eq!(push_calls, 0, "the push hit path made storage round trips");
     c.final_summary();
@@ -246,12 +250,12 @@ fn main() {
 
 /// Median time from a backend-expiry notify on node A returning to node B
 /// (push policy) dropping its stale entry by itself.
-async fn propagation(memory: &Arc<dyn SessionStore>) -> Duration {
+async fn propagation(store_a: &Arc<dyn SessionStore>, store_b: &Arc<dyn SessionStore>) -> Duration {
     let counters = Arc::new(Counters::default());
-    let a = SessionManager::builder(memory.clone(), TestFactory::new(&counters, "a"))
+    let a = SessionManager::builder(store_a.clone(), TestFactory::new(&counters, "a"))
         .policy(ValidationPolicy::Push)
         .build();
-    let b = SessionManager::builder(memory.clone(), TestFactory::new(&counters, "b"))
+    let b = SessionManager::builder(store_b.clone(), TestFactory::new(&counters, "b"))
         .policy(ValidationPolicy::Push)
         .build();
     let mut delays = Vec::new();
@@ -280,12 +284,12 @@ async fn propagation(memory: &Arc<dyn SessionStore>) -> Duration {
 }
 
 /// Medians of a raw `version` call and an every-access hit on a networked
-/// store, where a round trip dominates.
-#[cfg(feature = "redis")]
-async fn networked(url: &str) -> (Duration, Duration) {
+/// store, where a round trip dominates, and of push propagation between two
+/// connections.
+async fn networked(url: &str) -> (Duration, Duration, Duration) {
     let store = session_manager::connect(url).await.unwrap();
     let counters = Arc::new(Counters::default());
-    let node = SessionManager::builder(store.clone(), TestFactory::new(&counters, "redis"))
+    let node = SessionManager::builder(store.clone(), TestFactory::new(&counters, "net"))
         .policy(ValidationPolicy::EveryAccess)
         .build();
     let id = node
@@ -297,10 +301,12 @@ async fn networked(url: &str) -> (Duration, Duration) {
     let mut raw = Vec::new();
     let mut every = Vec::new();
     for _ in 0..31 {
-        raw.push(run_loop(200, || store.version(&id)).await / 200);
-        every.push(run_loop(200, || node.get(&id)).await / 200);
+        raw.push(run_loop(100, || store.version(&id)).await / 100);
+        every.push(run_loop(100, || node.get(&id)).await / 100);
     }
     node.terminate(&id).await.unwrap();
     node.shutdown().await;
-    (median(raw), median(every))
+    let other = session_manager::connect(url).await.unwrap();
+    let prop = propagation(&store, &other).await;
+    (median(raw), median(every), prop)
 }

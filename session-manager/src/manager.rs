@@ -98,6 +98,10 @@ struct Inner<F: SessionFactory> {
     cache: Cache<F::Session>,
     cfg: Config,
     origin: Instant,
+    /// Milliseconds since `origin`, refreshed every `tick_ms` by a
+    /// background task: the hit path's clock (no clock read per hit).
+    coarse: AtomicU64,
+    tick_ms: u64,
     /// Bumped on every resync: entries validated in an older epoch probe once.
     epoch: AtomicU64,
     /// The change stream is delivering (push policy only).
@@ -147,6 +151,12 @@ impl<F: SessionFactory> SessionManager<F> {
         cfg: Config,
         stream: Option<ChangeStream>,
     ) -> Self {
+        // Coarse enough to cost nothing, fine enough for idle eviction and
+        // TTL sliding: at most an eighth of the idle timeout, a quarter of
+        // the slide interval, one second.
+        let tick_ms = (duration_ms(cfg.idle_timeout) / 8)
+            .min(cfg.slide_ms / 4)
+            .clamp(1, 1000);
         let inner = Arc::new(Inner {
             store,
             factory,
@@ -154,6 +164,8 @@ impl<F: SessionFactory> SessionManager<F> {
             push_live: AtomicBool::new(stream.is_some()),
             cfg,
             origin: Instant::now(),
+            coarse: AtomicU64::new(0),
+            tick_ms,
             epoch: AtomicU64::new(0),
             shut: AtomicBool::new(false),
             flights: AtomicUsize::new(0),
@@ -166,6 +178,7 @@ impl<F: SessionFactory> SessionManager<F> {
             tasks.push(tokio::spawn(listen(Arc::downgrade(&inner), stream)));
         }
         tasks.push(tokio::spawn(sweep(Arc::downgrade(&inner))));
+        tasks.push(tokio::spawn(tick(Arc::downgrade(&inner))));
         *inner.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
         Self { inner }
     }
@@ -467,7 +480,13 @@ impl<F: SessionFactory> Inner<F> {
     }
 
     fn lookup(self: &Arc<Self>, id: &SessionId) -> Lookup<F::Session> {
-        let now = self.now_ms();
+        // Bounded staleness compares against validation times: read the
+        // clock. Otherwise the coarse clock is precise enough.
+        let now = if matches!(self.cfg.policy, ValidationPolicy::BoundedStaleness(_)) {
+            self.now_ms()
+        } else {
+            self.coarse.load(Ordering::Relaxed).max(1)
+        };
         let mut slide = false;
         let found = {
             let mut map = self.cache.shard(id);
@@ -479,7 +498,10 @@ impl<F: SessionFactory> Inner<F> {
             }
             e.last_access = now;
             e.tick = self.cache.next_tick();
-            if now.saturating_sub(e.last_slide) >= self.cfg.slide_ms {
+            // Slide when a quarter TTL (plus one coarse tick, so never more
+            // often) has passed: with the tick at most a sixteenth of the
+            // TTL, a used session slides at least once per half TTL.
+            if now.saturating_sub(e.last_slide) >= self.cfg.slide_ms + self.tick_ms {
                 e.last_slide = now;
                 slide = true;
             }
@@ -1248,6 +1270,21 @@ async fn listen<F: SessionFactory>(weak: Weak<Inner<F>>, mut stream: ChangeStrea
                 inner.epoch.fetch_add(1, Ordering::AcqRel);
             }
         }
+    }
+}
+
+/// Refreshes the coarse clock.
+async fn tick<F: SessionFactory>(weak: Weak<Inner<F>>) {
+    let period = match weak.upgrade() {
+        Some(inner) => Duration::from_millis(inner.tick_ms),
+        None => return,
+    };
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        inner.coarse.store(inner.now_ms(), Ordering::Relaxed);
     }
 }
 
