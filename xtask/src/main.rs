@@ -184,7 +184,7 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ("memory", "session-core", "memory", "testing"),
     ("redis", "session-storage-redis", "redis", ""),
     ("postgres", "session-storage-sql", "postgres", ""),
-    ("manager", "session-manager", "manager", ""),
+    ("manager", "session-manager", "manager", "redis,postgres"),
 ];
 
 fn bench(name: Option<&str>) -> Result<(), String> {
