@@ -467,3 +467,34 @@ fn unreachable_server_is_a_transient_error() {
         }
     });
 }
+
+/// `sslmode=require` in the URL gives a TLS connection (rustls). Needs a
+/// server with `ssl = on` (Debian's default, with its snakeoil cert).
+#[cfg(feature = "tls-rustls")]
+#[test]
+fn sslmode_require_connects_over_tls() {
+    with_schema(|url, schema, admin| async move {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let tls_url = format!("{url}{sep}sslmode=require");
+        let store = PostgresStore::connect(
+            pg::config(&tls_url, &schema, StoreConfig::default()).listen(false),
+        )
+        .await
+        .expect("TLS connect (is ssl on in the server?)");
+        let id = SessionId::generate();
+        store
+            .create(&id, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        let ssl: bool = sqlx::query_scalar(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = $1",
+        )
+        .bind(format!("vmcp-store:{schema}.sessions"))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert!(ssl, "store connections are not using TLS");
+    });
+}
