@@ -6,8 +6,9 @@
 //! - One row per session in a configurable, validated `schema.table`,
 //!   created by embedded, versioned migrations ([`migrate`]) that are safe
 //!   when several stores start at once.
-//! - Every operation is one statement on the database's clock; updates are
-//!   compare-and-set and never create; loads throttle their expiry slide.
+//! - Every operation is one statement on the database's clock (a load
+//!   whose throttle window has passed sends a second one, the slide);
+//!   updates are compare-and-set and never create.
 //! - Postgres changes travel over `pg_notify` in the writing statement (or
 //!   batched right after commit, [`NotifyMode`]) and a reconnecting
 //!   listener that signals [`session_core::Change::Resync`] after any gap;

@@ -46,7 +46,9 @@ const AMBIGUOUS_RETRIES: usize = 8;
 ///   nor pay for a write on every read; a corrupt row is reported before
 ///   anything is written; `version` is a point select that never writes;
 /// - writes `pg_notify` the change in the same statement, so the
-///   notification is sent if and only if the write commits.
+///   notification is sent if and only if the write commits (or, with
+///   [`NotifyMode::AfterCommit`], queue it for a batched send right after
+///   the commit).
 ///
 /// Clones share the pool, the listener and the change stream. Scans are
 /// ordered by id with a keyset cursor and never repeat an id.
