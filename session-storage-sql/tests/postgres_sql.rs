@@ -498,3 +498,38 @@ fn sslmode_require_connects_over_tls() {
         assert!(ssl, "store connections are not using TLS");
     });
 }
+
+#[test]
+fn change_stream_ends_when_the_store_is_gone() {
+    with_schema(|url, schema, admin| async move {
+        let store = connect(&url, &schema, StoreConfig::default()).await;
+        let mut changes = store.changes().unwrap();
+        drop(store);
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if changes.recv().await.is_none() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "change stream outlived its store");
+        // The listener's connection is closed too.
+        let listening = format!("vmcp-listen:{schema}.sessions");
+        let mut left = 1;
+        for _ in 0..50 {
+            left = count(
+                &admin,
+                format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{listening}'"
+                ),
+            )
+            .await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(left, 0, "listener connection left open");
+    });
+}
