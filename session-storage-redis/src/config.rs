@@ -42,6 +42,19 @@ pub struct RedisConfig {
     pub(crate) change_capacity: usize,
     pub(crate) subscriber_ping: Duration,
     pub(crate) subscriber_backoff_max: Duration,
+    pub(crate) slide_fraction: f64,
+}
+
+/// Checks a slide fraction: a finite number in `0.0..=1.0`.
+fn check_fraction(fraction: f64) -> Result<f64, ConfigError> {
+    if fraction.is_finite() && (0.0..=1.0).contains(&fraction) {
+        Ok(fraction)
+    } else {
+        Err(ConfigError::Invalid {
+            setting: "slide_fraction",
+            reason: format!("{fraction} is not within 0.0..=1.0"),
+        })
+    }
 }
 
 impl RedisConfig {
@@ -49,6 +62,9 @@ impl RedisConfig {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default response timeout.
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default load slide throttle: a load slides the expiry only once a
+    /// tenth of the record's TTL has passed since the last slide.
+    pub const DEFAULT_SLIDE_FRACTION: f64 = 0.1;
 
     /// A standalone server at `url`, default prefix, TTL and timeouts.
     pub fn new(url: impl Into<String>) -> Self {
@@ -78,6 +94,7 @@ impl RedisConfig {
             change_capacity: 1024,
             subscriber_ping: Duration::from_secs(15),
             subscriber_backoff_max: Duration::from_secs(5),
+            slide_fraction: Self::DEFAULT_SLIDE_FRACTION,
         }
     }
 
@@ -93,6 +110,27 @@ impl RedisConfig {
     pub fn with_store(mut self, store: StoreConfig) -> Self {
         self.store = store;
         self
+    }
+
+    /// The load slide throttle (default 0.1): a `load` slides the expiry
+    /// only when more than this fraction of the record's own TTL (`t`) has
+    /// passed since its last slide, judged from the key's `PTTL` (the
+    /// server's clock): `PTTL < t - t * fraction`. Otherwise it is two plain
+    /// reads and writes nothing. `0.0` slides on every load. `touch` and an
+    /// applied `update` always slide. Must be within `0.0..=1.0`.
+    ///
+    /// ```
+    /// use session_storage_redis::RedisConfig;
+    ///
+    /// let cfg = RedisConfig::new("redis://127.0.0.1:6379").with_slide_fraction(0.25)?;
+    /// assert_eq!(cfg.slide_fraction(), 0.25);
+    /// assert!(RedisConfig::new("redis://x").with_slide_fraction(1.5).is_err());
+    /// assert!(RedisConfig::new("redis://x").with_slide_fraction(f64::NAN).is_err());
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
+    pub fn with_slide_fraction(mut self, fraction: f64) -> Result<Self, ConfigError> {
+        self.slide_fraction = check_fraction(fraction)?;
+        Ok(self)
     }
 
     /// How long one connection attempt may take (default 5 s).
@@ -147,5 +185,10 @@ impl RedisConfig {
     /// The expiry settings.
     pub fn store(&self) -> &StoreConfig {
         &self.store
+    }
+
+    /// The load slide throttle (see [`RedisConfig::with_slide_fraction`]).
+    pub fn slide_fraction(&self) -> f64 {
+        self.slide_fraction
     }
 }

@@ -5,10 +5,14 @@
 //! - One hash per session at `prefix + id` (fields `v` version, `m`
 //!   metadata JSON, `c` creation time and `t` sliding TTL, both in ms), so
 //!   every operation touches one key and Redis Cluster works unchanged.
-//! - Every mutation, and `load` (which slides the expiry), is one Lua script
-//!   (`EVALSHA`, reloaded after `SCRIPT FLUSH`); expiry is set with
-//!   `PEXPIREAT` from the server's `TIME`, capped by `max_lifetime`. Update
-//!   is compare-and-set and never creates; no `WATCH`.
+//! - Every mutation is one Lua script (`EVALSHA`, reloaded after
+//!   `SCRIPT FLUSH`); expiry is set with `PEXPIRE`, or `PEXPIREAT` from the
+//!   server's `TIME` capped by `max_lifetime`. Update is compare-and-set and
+//!   never creates; no `WATCH`.
+//! - `load` is one pipelined round trip of two reads (`HMGET` + `PTTL`); it
+//!   slides the expiry (the `touch` script) only once more than
+//!   [`slide_fraction`](RedisConfig::with_slide_fraction) (default 0.1) of
+//!   the record's TTL has passed since the last slide.
 //! - `version` is a single `HMGET` of two small fields: no slide, no metadata.
 //! - Creates, updates and deletes are published on `prefix + "changes"`; the
 //!   [change stream](session_core::SessionStore::changes) re-subscribes after

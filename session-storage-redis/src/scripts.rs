@@ -1,4 +1,5 @@
-//! The Lua scripts behind every mutation and `load`: each is one `EVALSHA`
+//! The Lua scripts behind every mutation (and a `load` whose slide window
+//! has passed, through `touch`): each is one `EVALSHA`
 //! (the `redis` crate reloads a script on `NOSCRIPT`, e.g. after
 //! `SCRIPT FLUSH` or a failover to a fresh replica).
 
@@ -13,11 +14,9 @@ const PRELUDE: &str = include_str!("lua/prelude.lua");
 pub(crate) struct Scripts {
     /// Create if absent.
     pub create: Script,
-    /// Read and slide.
-    pub load: Script,
     /// Compare-and-set.
     pub update: Script,
-    /// Slide only.
+    /// Slide only (also a `load` past its slide window).
     pub touch: Script,
     /// Delete and publish.
     pub delete: Script,
@@ -30,7 +29,6 @@ fn script(body: &str) -> Script {
 /// The process-wide script set.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     create: script(include_str!("lua/create.lua")),
-    load: script(include_str!("lua/load.lua")),
     update: script(include_str!("lua/update.lua")),
     touch: script(include_str!("lua/touch.lua")),
     delete: script(include_str!("lua/delete.lua")),

@@ -21,7 +21,9 @@ use crate::scripts::{SCRIPTS, invoke};
 
 /// A [`SessionStore`] on Redis (standalone, or Cluster with feature
 /// `cluster`): one hash per session at `prefix + id`, every mutation one Lua
-/// script, expiry on the server's clock, changes over pub/sub.
+/// script, `load` two pipelined reads (plus the `touch` script once per
+/// slide window, [`RedisConfig::with_slide_fraction`]), expiry on the
+/// server's clock, changes over pub/sub.
 ///
 /// Clones are cheap handles on the same connection and change stream. The
 /// change subscriber (its own connection) starts on the first call to
@@ -41,6 +43,7 @@ struct Inner {
     store: StoreConfig,
     ttl_ms: u64,
     max_ms: u64,
+    slide_fraction: f64,
     response_timeout: Duration,
     hub: ChangeHub,
     pubsub: Vec<Client>,
@@ -68,6 +71,7 @@ impl RedisStore {
                 store: config.store,
                 ttl_ms: millis(config.store.ttl()),
                 max_ms: config.store.max_lifetime().map_or(0, millis),
+                slide_fraction: config.slide_fraction,
                 response_timeout: config.response_timeout,
                 hub: ChangeHub::new(config.change_capacity),
                 pubsub,
@@ -83,6 +87,11 @@ impl RedisStore {
         &self.inner.prefix
     }
 
+    /// The load slide throttle (see [`RedisConfig::with_slide_fraction`]).
+    pub fn slide_fraction(&self) -> f64 {
+        self.inner.slide_fraction
+    }
+
     /// The key holding `id`'s hash (for operators and tests).
     pub fn key(&self, id: &SessionId) -> String {
         self.inner.prefix.key(id)
@@ -92,10 +101,11 @@ impl RedisStore {
         self.inner.conn.clone()
     }
 
-    fn err(&self, key: &str) -> impl FnOnce(RedisError) -> Error + '_ {
+    /// Maps an error for `key` (borrowed: nothing is allocated unless an
+    /// error happens).
+    fn err<'a>(&self, key: &'a str) -> impl FnOnce(RedisError) -> Error + 'a {
         let timeout = self.inner.response_timeout;
-        let key = key.to_owned();
-        move |e| map_redis(e, &key, timeout)
+        move |e| map_redis(e, key, timeout)
     }
 }
 
@@ -116,6 +126,87 @@ fn decode_version(key: &str, raw: &str) -> Result<Version> {
             CorruptRecord::InvalidVersion(raw.chars().take(64).collect()),
         )),
     }
+}
+
+/// `HMGET key v m c t` as raw bytes (a corrupt record need not be UTF-8).
+type Fields = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
+/// A record `load` read and checked, with what the slide decision needs.
+struct Read {
+    record: Record,
+    /// The record's own sliding TTL (`t`), ms.
+    ttl_ms: u64,
+    /// The key's remaining TTL (`PTTL`), ms.
+    pttl: i64,
+}
+
+/// A positive decimal integer of at most 15 digits, no leading zero (what
+/// the scripts accept as `v` and `t`: exact in a Lua double).
+fn is_count(raw: &[u8]) -> bool {
+    (1..=15).contains(&raw.len()) && raw[0] != b'0' && raw.iter().all(u8::is_ascii_digit)
+}
+
+/// The lossy text of a bad field, for an error (at most 64 characters).
+fn shown(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).chars().take(64).collect()
+}
+
+/// Checks what `load` read, with the same rules as the scripts' `read`
+/// (`lua/prelude.lua`), then the key's expiry. `None` when the key is
+/// absent, or vanished (`PTTL` -2) between the two reads.
+fn decode_record(key: &str, (v, m, c, t): Fields, pttl: i64) -> Result<Option<Read>> {
+    let missing = |field: &'static str| Error::corrupt(key, CorruptRecord::MissingField(field));
+    if v.is_none() && m.is_none() && c.is_none() && t.is_none() && pttl == -2 {
+        return Ok(None);
+    }
+    // A hash without any of our fields (a foreign hash) reports `v` missing.
+    let v = v.ok_or_else(|| missing("v"))?;
+    if !is_count(&v) {
+        return Err(Error::corrupt(
+            key,
+            CorruptRecord::InvalidVersion(shown(&v)),
+        ));
+    }
+    match &c {
+        Some(c) if (1..=15).contains(&c.len()) && c.iter().all(u8::is_ascii_digit) => {}
+        _ => return Err(missing("c")),
+    }
+    let ttl_ms = match &t {
+        Some(t) if is_count(t) => std::str::from_utf8(t)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or_else(|| missing("t"))?,
+        _ => return Err(missing("t")),
+    };
+    let m = m.ok_or_else(|| missing("m"))?;
+    let version = decode_version(key, std::str::from_utf8(&v).unwrap_or_default())?;
+    let metadata = decode_metadata(key, &m)?;
+    match pttl {
+        // Expired or deleted right after the fields were read.
+        -2 => Ok(None),
+        // The store never leaves a session without an expiry.
+        -1 => Err(Error::corrupt(
+            key,
+            CorruptRecord::WrongType("hash without an expiry".to_owned()),
+        )),
+        pttl => Ok(Some(Read {
+            record: Record { version, metadata },
+            ttl_ms,
+            pttl,
+        })),
+    }
+}
+
+/// Whether a load should slide: more than `fraction` of the record's own
+/// TTL has passed since its last slide (`pttl < t - t * fraction`), or the
+/// throttle is off (`fraction` 0.0).
+fn needs_slide(ttl_ms: u64, pttl: i64, fraction: f64) -> bool {
+    fraction <= 0.0 || (pttl as f64) < ttl_ms as f64 * (1.0 - fraction)
 }
 
 #[async_trait]
@@ -145,20 +236,42 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        // One pipelined round trip of two reads (no script, nothing
+        // written): the fields, then the remaining TTL on the server's clock.
         let key = self.key(id);
-        let reply: Option<(String, Vec<u8>)> = invoke(
-            SCRIPTS.load.key(&key).arg(self.inner.max_ms),
-            &mut self.conn(),
-        )
-        .await
-        .map_err(self.err(&key))?;
-        let Some((version, metadata)) = reply else {
+        // `ignore_errors`: each reply separately, so a `WRONGTYPE` from
+        // `HMGET` stays a server error (corrupt), not a pipeline failure.
+        let (fields, pttl): (redis::RedisResult<Fields>, redis::RedisResult<i64>) = redis::pipe()
+            .ignore_errors()
+            .cmd("HMGET")
+            .arg(&key)
+            .arg("v")
+            .arg("m")
+            .arg("c")
+            .arg("t")
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(self.err(&key))?;
+        let fields = fields.map_err(self.err(&key))?;
+        let pttl = pttl.map_err(self.err(&key))?;
+        let Some(read) = decode_record(&key, fields, pttl)? else {
             return Ok(None);
         };
-        Ok(Some(Record {
-            version: decode_version(&key, &version)?,
-            metadata: decode_metadata(&key, &metadata)?,
-        }))
+        if needs_slide(read.ttl_ms, read.pttl, self.inner.slide_fraction) {
+            // The slide window has passed: the touch script re-reads and
+            // re-checks the record and slides it by its own `t` on the
+            // server's clock, capped at `c + max_lifetime`. If the key went
+            // away in between it is a no-op; the record was live when read.
+            let _live: i64 = invoke(
+                SCRIPTS.touch.key(&key).arg(self.inner.max_ms),
+                &mut self.conn(),
+            )
+            .await
+            .map_err(self.err(&key))?;
+        }
+        Ok(Some(read.record))
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
@@ -313,5 +426,92 @@ impl std::fmt::Debug for RedisStore {
             .field("prefix", &self.inner.prefix.as_str())
             .field("store", &self.inner.store)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(v: &str, m: &str, c: &str, t: &str) -> Fields {
+        let f = |s: &str| (!s.is_empty()).then(|| s.as_bytes().to_vec());
+        (f(v), f(m), f(c), f(t))
+    }
+
+    fn reason(r: Result<Option<Read>>) -> CorruptRecord {
+        match r {
+            Err(Error::Corrupt { key, source }) => {
+                assert_eq!(key, "k");
+                source
+            }
+            Err(other) => panic!("expected corrupt, got {other:?}"),
+            Ok(_) => panic!("expected corrupt, got a record"),
+        }
+    }
+
+    #[test]
+    fn decodes_and_checks_like_the_scripts() {
+        let ok = decode_record("k", fields("3", r#"{"a":"b"}"#, "17", "600000"), 5000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.record.version, Version::new(3));
+        assert_eq!((ok.ttl_ms, ok.pttl), (600_000, 5000));
+        // Absent, and vanished between the two reads.
+        assert!(
+            decode_record("k", fields("", "", "", ""), -2)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            decode_record("k", fields("1", "{}", "1", "5"), -2)
+                .unwrap()
+                .is_none()
+        );
+        // A foreign hash (or one of ours without `v`).
+        assert!(matches!(
+            reason(decode_record("k", fields("", "", "", ""), 100)),
+            CorruptRecord::MissingField("v")
+        ));
+        for bad in ["0", "01", "-1", "abc", "1234567890123456"] {
+            assert!(
+                matches!(reason(decode_record("k", fields(bad, "{}", "1", "5"), 9)),
+                    CorruptRecord::InvalidVersion(v) if v == bad),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            reason(decode_record("k", fields("1", "{}", "x", "5"), 9)),
+            CorruptRecord::MissingField("c")
+        ));
+        assert!(matches!(
+            reason(decode_record("k", fields("1", "{}", "1", "0"), 9)),
+            CorruptRecord::MissingField("t")
+        ));
+        assert!(matches!(
+            reason(decode_record("k", fields("1", "", "1", "5"), 9)),
+            CorruptRecord::MissingField("m")
+        ));
+        assert!(matches!(
+            reason(decode_record("k", fields("1", "[1]", "1", "5"), 9)),
+            CorruptRecord::InvalidMetadata(_)
+        ));
+        // No expiry at all: not written by this store.
+        assert!(matches!(
+            reason(decode_record("k", fields("1", "{}", "1", "5"), -1)),
+            CorruptRecord::WrongType(_)
+        ));
+    }
+
+    #[test]
+    fn slides_once_the_window_has_passed() {
+        // t = 1000 ms, fraction 0.1: slide once the PTTL is below 900 ms.
+        assert!(!needs_slide(1000, 1000, 0.1));
+        assert!(!needs_slide(1000, 900, 0.1));
+        assert!(needs_slide(1000, 899, 0.1));
+        assert!(needs_slide(1000, 1, 0.1));
+        // 0.0 slides on every load; 1.0 never (a live key's PTTL is >= 0).
+        assert!(needs_slide(1000, 1000, 0.0));
+        assert!(needs_slide(1000, 5000, 0.0));
+        assert!(!needs_slide(1000, 0, 1.0));
     }
 }

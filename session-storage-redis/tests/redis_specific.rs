@@ -405,6 +405,165 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     }
 }
 
+/// A store on the harness prefix with slide throttle `fraction`.
+async fn store_with_fraction<B: Backend>(
+    h: &RedisHarness<B>,
+    config: StoreConfig,
+    fraction: f64,
+) -> RedisStore {
+    let cfg = B::config()
+        .with_prefix(&h.prefix)
+        .unwrap()
+        .with_store(config)
+        .with_slide_fraction(fraction)
+        .unwrap();
+    RedisStore::connect(cfg).await.unwrap()
+}
+
+async fn pttl<B: Backend>(h: &RedisHarness<B>, key: &str) -> i64 {
+    h.raw.q(redis::cmd("PTTL").arg(key)).await.unwrap()
+}
+
+async fn pexpire<B: Backend>(h: &RedisHarness<B>, key: &str, ms: i64) {
+    let set: i64 = h
+        .raw
+        .q(redis::cmd("PEXPIRE").arg(key).arg(ms))
+        .await
+        .unwrap();
+    assert_eq!(set, 1);
+}
+
+/// `load` slides only once more than `slide_fraction` of the record's TTL
+/// has passed since the last slide (the PTTL shows it); within the window
+/// it writes nothing.
+async fn load_slide_is_throttled<B: Backend>(h: Arc<RedisHarness<B>>) {
+    // TTL 600 s, default fraction 0.1: the window is 60 s.
+    let s = h.store(long()).await;
+    assert!((s.slide_fraction() - RedisConfig::DEFAULT_SLIDE_FRACTION).abs() < f64::EPSILON);
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "1"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = s.key(&id);
+    // 40 s "elapsed": inside the window, so loads do not slide.
+    pexpire(&h, &key, 560_000).await;
+    let mut last = pttl(&h, &key).await;
+    for _ in 0..5 {
+        assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, md("a", "1"));
+        let now = pttl(&h, &key).await;
+        assert!(now <= last, "load inside the window slid: {last} -> {now}");
+        last = now;
+    }
+    assert!(last <= 560_000);
+    // 70 s "elapsed": past the window, the next load slides to the full TTL.
+    pexpire(&h, &key, 530_000).await;
+    s.load(&id).await.unwrap().unwrap();
+    let slid = pttl(&h, &key).await;
+    assert!(slid > 590_000, "load past the window did not slide: {slid}");
+    // ... and the loads right after it do not slide again.
+    pexpire(&h, &key, 580_000).await;
+    s.load(&id).await.unwrap().unwrap();
+    assert!(
+        pttl(&h, &key).await <= 580_000,
+        "slid again inside the window"
+    );
+
+    // A placeholder's shorter `t` decides its own window: TTL 10 s, window 1 s.
+    let p = SessionId::generate();
+    s.create(&p, &Metadata::new(), Ttl::Custom(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let pkey = s.key(&p);
+    pexpire(&h, &pkey, 9_500).await;
+    s.load(&p).await.unwrap().unwrap();
+    assert!(
+        pttl(&h, &pkey).await <= 9_500,
+        "placeholder slid inside its window"
+    );
+    pexpire(&h, &pkey, 8_500).await;
+    s.load(&p).await.unwrap().unwrap();
+    let slid = pttl(&h, &pkey).await;
+    assert!(
+        (9_000..=10_000).contains(&slid),
+        "placeholder slid by its own ttl: {slid}"
+    );
+}
+
+/// In real time: TTL 2 s, fraction 0.1 (a 200 ms window): a load 500 ms
+/// after the create slides. With fraction 0.0 every load slides.
+async fn load_slides_after_the_window_in_real_time<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = store_with_fraction(&h, StoreConfig::new(Duration::from_secs(2)).unwrap(), 0.1).await;
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "1"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = s.key(&id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = pttl(&h, &key).await;
+    assert!(before <= 1_500, "{before}");
+    s.load(&id).await.unwrap().unwrap();
+    let after = pttl(&h, &key).await;
+    assert!(
+        after > before,
+        "load past the window did not slide: {before} -> {after}"
+    );
+    // Fraction 0.0: every load slides.
+    let every = store_with_fraction(&h, long(), 0.0).await;
+    pexpire(&h, &key, 599_000).await;
+    every.load(&id).await.unwrap().unwrap();
+    let now = pttl(&h, &key).await;
+    assert!(
+        (1_000..=2_000).contains(&now),
+        "fraction 0.0 slides by the record's ttl: {now}"
+    );
+}
+
+/// A key of ours without an expiry was not written by this store: `load`
+/// reports it corrupt and leaves it as it is.
+async fn load_of_a_key_without_expiry_is_corrupt<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "1"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = s.key(&id);
+    let _: i64 = h.raw.q(redis::cmd("PERSIST").arg(&key)).await.unwrap();
+    let before = raw_dump(&h.raw, &key).await;
+    match s.load(&id).await {
+        Err(Error::Corrupt { key: k, source }) => {
+            assert_eq!(k, key);
+            assert!(matches!(source, CorruptRecord::WrongType(_)), "{source:?}");
+        }
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+    assert_eq!(raw_dump(&h.raw, &key).await, before);
+    assert_eq!(pttl(&h, &key).await, -1, "load wrote an expiry");
+    assert!(s.delete(&id).await.unwrap());
+}
+
+#[test]
+fn slide_fraction_must_be_within_0_and_1() {
+    for bad in [-0.1, 1.01, f64::NAN, f64::INFINITY] {
+        assert!(
+            RedisConfig::new("redis://127.0.0.1")
+                .with_slide_fraction(bad)
+                .is_err(),
+            "{bad}"
+        );
+    }
+    for good in [0.0, 0.1, 1.0] {
+        assert!(
+            RedisConfig::new("redis://127.0.0.1")
+                .with_slide_fraction(good)
+                .is_ok()
+        );
+    }
+}
+
 /// The change stream ends once the last store handle is gone (the
 /// subscriber task stops with it).
 async fn change_stream_ends_with_the_store<B: Backend>(h: Arc<RedisHarness<B>>) {
@@ -472,6 +631,9 @@ macro_rules! all_cases {
             prefix_isolation_change_stream,
             expiry_fields_on_the_server,
             change_stream_ends_with_the_store,
+            load_slide_is_throttled,
+            load_slides_after_the_window_in_real_time,
+            load_of_a_key_without_expiry_is_corrupt,
         );
     };
 }

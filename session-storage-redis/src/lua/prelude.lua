@@ -20,13 +20,9 @@ end
 
 -- Reads the session hash at `key` with one HMGET. Returns nil when absent,
 -- or the checked fields, or (nil, error reply) when the record is corrupt.
-local function read(key, with_metadata)
-  local f
-  if with_metadata then
-    f = redis.pcall('HMGET', key, 'v', 'c', 't', 'm')
-  else
-    f = redis.pcall('HMGET', key, 'v', 'c', 't')
-  end
+-- (`load` does not run a script: store.rs applies the same checks.)
+local function read(key)
+  local f = redis.pcall('HMGET', key, 'v', 'c', 't')
   if f.err then
     if string.find(f.err, 'WRONGTYPE', 1, true) then
       return nil, corrupt('wrongtype', redis.call('TYPE', key)['ok'])
@@ -34,7 +30,7 @@ local function read(key, with_metadata)
     return nil, f
   end
   local v, c, t = f[1], f[2], f[3]
-  if not v and not c and not t and not f[4] then
+  if not v and not c and not t then
     -- No field of ours: absent, unless a foreign hash sits at the key.
     if redis.call('EXISTS', key) == 0 then return nil end
   end
@@ -42,8 +38,7 @@ local function read(key, with_metadata)
   if not is_count(v) then return nil, corrupt('version', v) end
   if not c or not (#c <= 15 and string.match(c, '^[0-9]+$')) then return nil, corrupt('missing', 'c') end
   if not is_count(t) then return nil, corrupt('missing', 't') end
-  if with_metadata and not f[4] then return nil, corrupt('missing', 'm') end
-  return { v = v, c = c, t = t, m = f[4] }
+  return { v = v, c = c, t = t }
 end
 
 -- Server time in milliseconds.
