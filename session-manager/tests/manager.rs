@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Counters, TestFactory, TestStore, backends, workload};
+use common::{Counters, TestFactory, TestStore, backends, eventually, workload};
 use session_core::{Binding, ManualClock, MemoryStore, SessionId, SessionStore, StoreConfig, keys};
 use session_manager::{BackendExpiry, Error, SessionManager, ValidationPolicy};
 
@@ -38,18 +38,6 @@ fn node_with(
     let weak = m.clone();
     let _ = probe.set(Box::new(move || weak.cache_unlocked()));
     m
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    started.elapsed()
 }
 
 #[tokio::test(flavor = "current_thread")]

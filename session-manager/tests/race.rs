@@ -238,23 +238,16 @@ fn terminate_never_resurrects() {
     run_seeds(None, 3000);
 }
 
-#[cfg(any(feature = "redis", feature = "postgres"))]
-fn url(var: &str, example: &str) -> String {
-    match std::env::var(var) {
-        Ok(u) if !u.is_empty() => u,
-        _ => panic!(
-            "{var} is not set: these tests need a real server, e.g. {var}={example} (or run `cargo xtask test`)"
-        ),
-    }
-}
-
 /// Fewer schedules on a real server (each connects 2-3 handles); set
 /// `RACE_SCHEDULES` for more.
 #[cfg(feature = "redis")]
 #[test]
 fn terminate_never_resurrects_redis() {
     run_seeds(
-        Some(&url("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379")),
+        Some(&common::url(
+            "SESSION_TEST_REDIS_URL",
+            "redis://127.0.0.1:6379",
+        )),
         200,
     );
 }
@@ -263,7 +256,7 @@ fn terminate_never_resurrects_redis() {
 #[test]
 fn terminate_never_resurrects_postgres() {
     run_seeds(
-        Some(&url(
+        Some(&common::url(
             "SESSION_TEST_POSTGRES_URL",
             "postgres://postgres@127.0.0.1:5432/test",
         )),

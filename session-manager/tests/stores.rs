@@ -7,20 +7,11 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Counters, TestFactory, TestStore, backends, counter, workload};
+use common::{Counters, TestFactory, TestStore, backends, counter, eventually, url, workload};
 use session_core::{SessionStore, keys};
 use session_manager::{BackendExpiry, Error, SessionManager, ValidationPolicy};
-
-fn url(var: &str, example: &str) -> String {
-    match std::env::var(var) {
-        Ok(u) if !u.is_empty() => u,
-        _ => panic!(
-            "{var} is not set: these tests need a real server, e.g. {var}={example} (or run `cargo xtask test`)"
-        ),
-    }
-}
 
 /// One store handle per node, as separate pods would have.
 async fn handle(url: &str) -> Arc<dyn SessionStore> {
@@ -40,18 +31,6 @@ fn node(
         .cas_backoff(Duration::from_millis(1))
         .cas_retries(32)
         .build()
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    started.elapsed()
 }
 
 async fn cross_node_every_access(url: &str) {

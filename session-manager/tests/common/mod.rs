@@ -324,3 +324,22 @@ pub fn backends(names: &[&str]) -> Metadata {
 pub fn counter(md: &Metadata) -> u64 {
     md.get("counter").map_or(0, |v| v.parse().unwrap())
 }
+
+/// Polls `check` every millisecond until it holds; panics after 15 s.
+/// Returns how long it took (reported by tests, never asserted on).
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    started.elapsed()
+}
+
+/// A test server's URL from `var`; fails with how to provide one.
+pub fn url(var: &str, example: &str) -> String {
+    session_core::testing::require_url(var, example)
+}
