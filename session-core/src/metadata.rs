@@ -71,15 +71,7 @@ impl Metadata {
 
     /// Builds a map, enforcing the limits.
     pub fn from_map(map: BTreeMap<String, String>) -> Result<Self, MetadataError> {
-        if map.len() > limits::MAX_ENTRIES {
-            return Err(MetadataError::TooManyEntries {
-                count: map.len(),
-                max: limits::MAX_ENTRIES,
-            });
-        }
-        for (k, v) in &map {
-            check_entry(k, v)?;
-        }
+        check_map(&map)?;
         let json = serde_json::to_string(&map).expect("a string map always serializes");
         if json.len() > limits::MAX_ENCODED_LEN {
             return Err(MetadataError::TooLarge {
@@ -91,7 +83,9 @@ impl Metadata {
     }
 
     /// Decodes the JSON encoding produced by [`Metadata::json`], enforcing
-    /// the limits. Stores use it to decode what they read.
+    /// the limits. Stores use it to decode what they read; the input is kept
+    /// as the map's encoding (it decodes to the same map), so a read does not
+    /// serialize again.
     pub fn from_json(json: &str) -> Result<Self, MetadataError> {
         if json.len() > limits::MAX_ENCODED_LEN {
             return Err(MetadataError::TooLarge {
@@ -101,7 +95,11 @@ impl Metadata {
         }
         let map: BTreeMap<String, String> =
             serde_json::from_str(json).map_err(|e| MetadataError::NotStringMap(e.to_string()))?;
-        Self::from_map(map)
+        check_map(&map)?;
+        Ok(Self(Arc::new(Inner {
+            map,
+            json: json.to_owned(),
+        })))
     }
 
     /// The value stored under `key`.
@@ -187,6 +185,16 @@ impl Metadata {
         }
         Self::from_map(map)
     }
+}
+
+fn check_map(map: &BTreeMap<String, String>) -> Result<(), MetadataError> {
+    if map.len() > limits::MAX_ENTRIES {
+        return Err(MetadataError::TooManyEntries {
+            count: map.len(),
+            max: limits::MAX_ENTRIES,
+        });
+    }
+    map.iter().try_for_each(|(k, v)| check_entry(k, v))
 }
 
 fn check_entry(k: &str, v: &str) -> Result<(), MetadataError> {
