@@ -50,7 +50,9 @@ start() {
       sleep 0.1
     done
   done
-  redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$root/create.log" 2>&1 || {
+  # redis-cli waits forever for the nodes to agree if one of them dies
+  # (e.g. another run stopping the same ports): bound it.
+  timeout 60 redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$root/create.log" 2>&1 || {
     cat "$root/create.log" >&2
     exit 1
   }
