@@ -284,6 +284,45 @@ where
     eprintln!("{what}: every attempt was inconclusive (machine too slow); nothing asserted");
 }
 
+/// The call that should slide a record's expiry.
+#[derive(Clone, Copy, Debug)]
+enum Slide {
+    Load,
+    Touch,
+}
+
+/// Creates a record, slides it with `how` at 0.6 ttl, and checks at 1.2 ttl
+/// (past its original expiry) that it is still there.
+async fn assert_slides<H: Harness>(h: &H, s: &H::Store, t: Duration, how: Slide) {
+    until_conclusive(&format!("{how:?} slides"), || async {
+        let id = SessionId::generate();
+        s.create(&id, &md(&[]), Ttl::Default)
+            .await
+            .unwrap()
+            .unwrap();
+        let created = h.now();
+        h.sleep(t * 6 / 10).await;
+        let before_slide = h.now();
+        let live = match how {
+            Slide::Load => s.load(&id).await.unwrap().is_some(),
+            Slide::Touch => s.touch(&id).await.unwrap(),
+        };
+        assert!(live, "{how:?}: record expired before its ttl");
+        h.sleep(t * 6 / 10).await;
+        let before_check = h.now();
+        let present = s.version(&id).await.unwrap().is_some();
+        let after_check = h.now();
+        // Conclusive only if the original expiry had surely passed and the
+        // slid one surely had not.
+        if before_check <= created + t + t / 20 || after_check >= before_slide + t {
+            return false;
+        }
+        assert!(present, "{how:?} did not slide the expiry");
+        true
+    })
+    .await;
+}
+
 /// `load` slides expiry; `version` does not.
 pub async fn load_slides_expiry_version_does_not<H: Harness>(h: Arc<H>) {
     let t = h.ttl_unit();
@@ -303,59 +342,14 @@ pub async fn load_slides_expiry_version_does_not<H: Harness>(h: Arc<H>) {
     );
     assert!(s.load(&id).await.unwrap().is_none());
 
-    until_conclusive("load slides", || async {
-        let id = SessionId::generate();
-        s.create(&id, &md(&[]), Ttl::Default)
-            .await
-            .unwrap()
-            .unwrap();
-        let created = h.now();
-        h.sleep(t * 6 / 10).await;
-        let before_load = h.now();
-        assert!(
-            s.load(&id).await.unwrap().is_some(),
-            "record expired before its ttl"
-        );
-        h.sleep(t * 6 / 10).await;
-        let before_check = h.now();
-        let present = s.version(&id).await.unwrap().is_some();
-        let after_check = h.now();
-        // Conclusive only if the original expiry had surely passed and the
-        // slid one surely had not.
-        if before_check <= created + t + t / 20 || after_check >= before_load + t {
-            return false;
-        }
-        assert!(present, "load did not slide the expiry");
-        true
-    })
-    .await;
+    assert_slides(&*h, &s, t, Slide::Load).await;
 }
 
 /// `touch` slides expiry and reports whether the record was live.
 pub async fn touch_slides_expiry<H: Harness>(h: Arc<H>) {
     let t = h.ttl_unit();
     let s = h.store(cfg(t)).await;
-    until_conclusive("touch slides", || async {
-        let id = SessionId::generate();
-        s.create(&id, &md(&[]), Ttl::Default)
-            .await
-            .unwrap()
-            .unwrap();
-        let created = h.now();
-        h.sleep(t * 6 / 10).await;
-        let before_touch = h.now();
-        assert!(s.touch(&id).await.unwrap(), "touch of a live record");
-        h.sleep(t * 6 / 10).await;
-        let before_check = h.now();
-        let present = s.version(&id).await.unwrap().is_some();
-        let after_check = h.now();
-        if before_check <= created + t + t / 20 || after_check >= before_touch + t {
-            return false;
-        }
-        assert!(present, "touch did not slide the expiry");
-        true
-    })
-    .await;
+    assert_slides(&*h, &s, t, Slide::Touch).await;
     let id = SessionId::generate();
     s.create(&id, &md(&[]), Ttl::Default)
         .await
