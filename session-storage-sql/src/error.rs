@@ -42,6 +42,20 @@ pub(crate) fn version(id: &str, raw: i64) -> Result<session_core::Version, Error
         .ok_or_else(|| corrupt_version(id, raw))
 }
 
+/// Decodes a stored row's version and metadata, naming the row if either
+/// is corrupt. Both stores' `load` use it.
+pub(crate) fn record(
+    id: &str,
+    raw_version: i64,
+    metadata: &str,
+) -> Result<session_core::Record, Error> {
+    Ok(session_core::Record {
+        version: version(id, raw_version)?,
+        metadata: session_core::Metadata::from_json(metadata)
+            .map_err(|e| corrupt_metadata(id, e))?,
+    })
+}
+
 /// A version as the `bigint` the column holds (versions past `i64::MAX`
 /// cannot exist in storage, so such an expectation never matches).
 pub(crate) fn version_param(v: session_core::Version) -> i64 {

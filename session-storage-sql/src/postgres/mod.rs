@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::cleanup::{self, Batch, CleanupConfig, CleanupHandle};
 use crate::config::{NotifyMode, PostgresConfig, check_fraction};
-use crate::error::{self, corrupt_metadata, from_sqlx, millis, version, version_param};
+use crate::error::{self, from_sqlx, millis, version, version_param};
 use crate::ident::Ident;
 use crate::listener::{self, AbortOnDrop};
 use crate::migrate;
@@ -248,10 +248,7 @@ impl SessionStore for PostgresStore {
         let v: i64 = row.try_get(0).map_err(|e| inner.err(e))?;
         let md: &str = row.try_get(1).map_err(|e| inner.err(e))?;
         let stale: bool = row.try_get(2).map_err(|e| inner.err(e))?;
-        let record = Record {
-            version: version(id.as_str(), v)?,
-            metadata: Metadata::from_json(md).map_err(|e| corrupt_metadata(id.as_str(), e))?,
-        };
+        let record = error::record(id.as_str(), v, md)?;
         if stale {
             // Once per throttle window per session: the statement re-checks
             // liveness and the window, so a concurrent slide, update or

@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 
 use crate::cleanup::{self, Batch, CleanupConfig, CleanupHandle};
 use crate::config::{SqliteConfig, SqliteLocation, check_fraction};
-use crate::error::{self, corrupt_metadata, millis, version, version_param};
+use crate::error::{self, millis, version, version_param};
 use crate::ident::Ident;
 use crate::migrate;
 use crate::scan::page;
@@ -266,10 +266,7 @@ impl SessionStore for SqliteStore {
         let v: i64 = row.try_get(0).map_err(|e| self.err(e))?;
         let md: &str = row.try_get(1).map_err(|e| self.err(e))?;
         let stale: bool = row.try_get(2).map_err(|e| self.err(e))?;
-        let record = Record {
-            version: version(id.as_str(), v)?,
-            metadata: Metadata::from_json(md).map_err(|e| corrupt_metadata(id.as_str(), e))?,
-        };
+        let record = error::record(id.as_str(), v, md)?;
         if stale {
             // Re-checked in the statement: a concurrent slide or delete
             // makes this a no-op.
