@@ -24,6 +24,11 @@ pub enum Change {
     /// Changes may have been missed (a reconnect, a lagging receiver):
     /// every cached session must be re-validated.
     Resync,
+    /// The stream lost its connection: changes made from now on may not be
+    /// delivered until the next [`Change::Resync`], which the store sends
+    /// once it is subscribed again. Consumers must validate by probing
+    /// between the two.
+    Down,
 }
 
 /// A receiver of [`Change`]s. Falling behind is reported as a

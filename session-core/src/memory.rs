@@ -226,6 +226,13 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
+        Ok(self.inner.with_live(id, |e, _| Record {
+            version: e.version,
+            metadata: e.metadata.clone(),
+        }))
+    }
+
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
         Ok(self.inner.with_live(id, |e, _| e.version))
     }

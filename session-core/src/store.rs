@@ -49,6 +49,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Reads a record and slides its expiry. `None` if missing or expired.
     async fn load(&self, id: &SessionId) -> Result<Option<Record>>;
 
+    /// Reads a record like [`load`](Self::load) but never slides its
+    /// expiry: for checks made before a caller is authorized (a binding
+    /// check), and for bulk paths that must not keep idle sessions alive.
+    async fn peek(&self, id: &SessionId) -> Result<Option<Record>>;
+
     /// The current version, without sliding expiry or reading metadata.
     async fn version(&self, id: &SessionId) -> Result<Option<Version>>;
 
@@ -94,6 +99,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         (**self).load(id).await
+    }
+    async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
+        (**self).peek(id).await
     }
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
         (**self).version(id).await
