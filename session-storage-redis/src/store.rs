@@ -101,6 +101,30 @@ impl RedisStore {
         self.inner.conn.clone()
     }
 
+    /// What `load` and `peek` read: one pipelined round trip of two reads
+    /// (no script, nothing written), the fields and then the remaining TTL
+    /// on the server's clock, checked by [`decode_record`].
+    async fn read(&self, key: &str) -> Result<Option<Read>> {
+        // `ignore_errors`: each reply separately, so a `WRONGTYPE` from
+        // `HMGET` stays a server error (corrupt), not a pipeline failure.
+        let (fields, pttl): (redis::RedisResult<Fields>, redis::RedisResult<i64>) = redis::pipe()
+            .ignore_errors()
+            .cmd("HMGET")
+            .arg(key)
+            .arg("v")
+            .arg("m")
+            .arg("c")
+            .arg("t")
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(self.err(key))?;
+        let fields = fields.map_err(self.err(key))?;
+        let pttl = pttl.map_err(self.err(key))?;
+        decode_record(key, fields, pttl)
+    }
+
     /// Maps an error for `key` (borrowed: nothing is allocated unless an
     /// error happens).
     fn err<'a>(&self, key: &'a str) -> impl FnOnce(RedisError) -> Error + 'a {
@@ -236,27 +260,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        // One pipelined round trip of two reads (no script, nothing
-        // written): the fields, then the remaining TTL on the server's clock.
         let key = self.key(id);
-        // `ignore_errors`: each reply separately, so a `WRONGTYPE` from
-        // `HMGET` stays a server error (corrupt), not a pipeline failure.
-        let (fields, pttl): (redis::RedisResult<Fields>, redis::RedisResult<i64>) = redis::pipe()
-            .ignore_errors()
-            .cmd("HMGET")
-            .arg(&key)
-            .arg("v")
-            .arg("m")
-            .arg("c")
-            .arg("t")
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(self.err(&key))?;
-        let fields = fields.map_err(self.err(&key))?;
-        let pttl = pttl.map_err(self.err(&key))?;
-        let Some(read) = decode_record(&key, fields, pttl)? else {
+        let Some(read) = self.read(&key).await? else {
             return Ok(None);
         };
         if needs_slide(read.ttl_ms, read.pttl, self.inner.slide_fraction) {
@@ -272,6 +277,12 @@ impl SessionStore for RedisStore {
             .map_err(self.err(&key))?;
         }
         Ok(Some(read.record))
+    }
+
+    async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
+        // `load`'s read and checks, never its slide.
+        let key = self.key(id);
+        Ok(self.read(&key).await?.map(|read| read.record))
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {

@@ -49,6 +49,11 @@ pub async fn round_trip<H: Harness>(h: Arc<H>) {
     assert_eq!(rec.version, Version::INITIAL);
     assert_eq!(rec.metadata, m);
     assert_eq!(s.version(&id).await.unwrap(), Some(Version::INITIAL));
+    assert_eq!(
+        s.peek(&id).await.unwrap(),
+        Some(rec),
+        "peek and load disagree"
+    );
     let empty = SessionId::generate();
     assert_eq!(
         s.create(&empty, &Metadata::new(), Ttl::Default)
@@ -126,6 +131,7 @@ pub async fn missing_id_everywhere<H: Harness>(h: Arc<H>) {
     let s = h.store(long()).await;
     let id = SessionId::generate();
     assert!(s.load(&id).await.unwrap().is_none());
+    assert!(s.peek(&id).await.unwrap().is_none());
     assert!(s.version(&id).await.unwrap().is_none());
     assert_eq!(
         s.update(&id, Version::INITIAL, &Metadata::new())
@@ -363,6 +369,58 @@ pub async fn touch_slides_expiry<H: Harness>(h: Arc<H>) {
     );
 }
 
+/// `peek` reads what `load` reads but never slides: a record peeked
+/// again and again still expires at its original deadline.
+///
+/// The record is peeked at 0.3, 0.6 and 0.9 ttl and checked at 1.2 ttl.
+/// "Gone at 1.2 ttl" holds however slow the machine is (time only moves
+/// forward); an attempt counts only if a slide by the last peek would
+/// still have kept the record alive at the check, so a peek that slid
+/// cannot pass unnoticed. The case fails, not passes, if no attempt
+/// could tell.
+pub async fn peek_does_not_slide_expiry<H: Harness>(h: Arc<H>) {
+    let t = h.ttl_unit();
+    let s = h.store(cfg(t)).await;
+    let m = md(&[("peeked", "yes")]);
+    for _ in 0..ATTEMPTS {
+        let id = SessionId::generate();
+        let before_create = h.now();
+        s.create(&id, &m, Ttl::Default).await.unwrap().unwrap();
+        let mut last_peek = before_create;
+        for step in 1..=3u32 {
+            h.sleep(t * 3 / 10).await;
+            last_peek = h.now();
+            let got = s.peek(&id).await.unwrap();
+            let after_peek = h.now();
+            // Surely live: the record was created after `before_create`.
+            if after_peek < before_create + t {
+                let rec = got.unwrap_or_else(|| panic!("peek {step} missed a live record"));
+                assert_eq!(rec.version, Version::INITIAL);
+                assert_eq!(rec.metadata, m);
+            }
+        }
+        h.sleep(t * 3 / 10).await;
+        let gone = s.version(&id).await.unwrap().is_none();
+        let after_check = h.now();
+        assert!(
+            gone,
+            "peek slid the expiry: the record outlived its original deadline"
+        );
+        assert!(
+            s.peek(&id).await.unwrap().is_none(),
+            "peek sees an expired record"
+        );
+        // Had the last peek slid, the record would have lived until at
+        // least `last_peek + t`: the check was decisive if it ended before.
+        if after_check + t / 20 < last_peek + t {
+            return;
+        }
+    }
+    panic!(
+        "peek_does_not_slide_expiry: no attempt was decisive in {ATTEMPTS} tries (machine too slow)"
+    );
+}
+
 /// Sliding never keeps a record past `max_lifetime` from creation.
 pub async fn max_lifetime_caps_sliding<H: Harness>(h: Arc<H>) {
     let t = h.ttl_unit();
@@ -436,6 +494,10 @@ pub async fn expired_record_invisible_to_every_method<H: Harness>(h: Arc<H>) {
     assert!(
         s.version(&id2).await.unwrap().is_none(),
         "version sees an expired record"
+    );
+    assert!(
+        s.peek(&id2).await.unwrap().is_none(),
+        "peek sees an expired record"
     );
     assert!(
         s.load(&id2).await.unwrap().is_none(),
@@ -634,6 +696,7 @@ pub async fn corrupt_record_reported_and_left_intact<H: Harness>(h: Arc<H>) {
         planted += 1;
         let before = h.raw(&id).await.expect("planted record is readable raw");
         assert_corrupt(&format!("load {kind:?}"), s.load(&id).await);
+        assert_corrupt(&format!("peek {kind:?}"), s.peek(&id).await);
         if kind.breaks_version() {
             assert_corrupt(&format!("version {kind:?}"), s.version(&id).await);
             assert_corrupt(

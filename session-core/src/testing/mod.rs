@@ -165,6 +165,7 @@ macro_rules! store_contract_tests {
             delete_is_idempotent,
             load_slides_expiry_version_does_not,
             touch_slides_expiry,
+            peek_does_not_slide_expiry,
             max_lifetime_caps_sliding,
             expired_record_invisible_to_every_method,
             custom_ttl_until_first_update,
