@@ -11,7 +11,7 @@ use session_core::{
     Version,
 };
 
-use crate::changes::{AbortOnDrop, Subscriber};
+use crate::changes::{AbortOnDrop, Subscriber, SubscriberAddr};
 use crate::config::RedisConfig;
 use crate::connection::{self, Conn};
 use crate::error::{UnexpectedReply, field_name, map_redis};
@@ -50,6 +50,7 @@ struct Inner {
     config: RedisConfig,
     runtime: tokio::runtime::Handle,
     subscriber: Mutex<Option<AbortOnDrop>>,
+    subscriber_addr: SubscriberAddr,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -77,6 +78,7 @@ impl RedisStore {
                 pubsub,
                 runtime: tokio::runtime::Handle::current(),
                 subscriber: Mutex::new(None),
+                subscriber_addr: SubscriberAddr::default(),
                 config,
             }),
         })
@@ -90,6 +92,20 @@ impl RedisStore {
     /// The load slide throttle (see [`RedisConfig::with_slide_fraction`]).
     pub fn slide_fraction(&self) -> f64 {
         self.inner.slide_fraction
+    }
+
+    /// The local address of the change subscriber's connection while its
+    /// subscription is live (`None` before [`SessionStore::changes`] was
+    /// first called, between a loss and the re-subscription, and for TLS
+    /// or Unix-socket URLs). The server lists it as the client's `addr`
+    /// in `CLIENT LIST`, so `CLIENT KILL ADDR <addr>` ends exactly this
+    /// subscription (tests use it to interrupt one store's stream).
+    pub fn change_subscriber_addr(&self) -> Option<std::net::SocketAddr> {
+        *self
+            .inner
+            .subscriber_addr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The key holding `id`'s hash (for operators and tests).
@@ -419,6 +435,7 @@ impl SessionStore for RedisStore {
                 response_timeout: inner.config.response_timeout,
                 ping_every: inner.config.subscriber_ping,
                 backoff_max: inner.config.subscriber_backoff_max,
+                addr: inner.subscriber_addr.clone(),
             };
             let _guard = inner.runtime.enter();
             *task = Some(AbortOnDrop(subscriber.spawn()));

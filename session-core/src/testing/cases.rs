@@ -900,3 +900,118 @@ pub async fn change_stream_reports_other_handles_writes<H: Harness>(h: Arc<H>) {
         "delete through another handle not reported"
     );
 }
+
+/// Writes through `writer` until `stream` reports one (a subscription may
+/// take a moment to be live); returns the version last written.
+async fn write_until_seen<S: SessionStore>(
+    writer: &S,
+    stream: &mut crate::change::ChangeStream,
+    id: &SessionId,
+    mut version: Version,
+) -> Version {
+    for n in 1..=40 {
+        version = match writer
+            .update(id, version, &md(&[("n", &n.to_string())]))
+            .await
+            .unwrap()
+        {
+            Update::Applied(v) => v,
+            other => panic!("{other:?}"),
+        };
+        if next_change_for(stream, id, Duration::from_millis(250))
+            .await
+            .is_some()
+        {
+            return version;
+        }
+    }
+    panic!("the change stream never reported a write");
+}
+
+/// Waits for `want` (`Down` or `Resync`), skipping write events; panics
+/// on the other signal first, on the end of the stream, or after `within`.
+async fn expect_signal(
+    stream: &mut crate::change::ChangeStream,
+    want: &Change,
+    within: Duration,
+    what: &str,
+) {
+    let got = tokio::time::timeout(within, async {
+        loop {
+            match stream.recv().await {
+                Some(c @ (Change::Down | Change::Resync)) => return Some(c),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await;
+    match got {
+        Ok(Some(c)) if &c == want => {}
+        Ok(Some(c)) => panic!("{what}: expected {want:?}, got {c:?} first"),
+        Ok(None) => panic!("{what}: the change stream ended"),
+        Err(elapsed) => panic!("{what}: no {want:?} within {within:?} ({elapsed})"),
+    }
+}
+
+/// When the connection behind a change stream is cut, the stream says
+/// [`Change::Down`] first (as soon as the store notices, before it
+/// reconnects), then [`Change::Resync`] once it listens again, and a write
+/// made after the resync is delivered. Twice, so each gap gets its own
+/// `Down`. Stores whose stream cannot lose a connection (the harness's
+/// `interrupt_changes` says `false`) skip the case.
+pub async fn change_stream_signals_down_then_resync<H: Harness>(h: Arc<H>) {
+    let watcher = h.store(long()).await;
+    let writer = h.store(long()).await;
+    let mut stream = watcher.changes().expect("store has a change stream");
+    let id = SessionId::generate();
+    writer
+        .create(&id, &md(&[("n", "0")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut version = write_until_seen(&writer, &mut stream, &id, Version::INITIAL).await;
+    for round in 1..=2 {
+        // Drain what the live stream already delivered (an initial
+        // `Resync`, write events) so only the interruption's signals count.
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.recv()).await
+        {}
+        if !h.interrupt_changes(&watcher).await {
+            eprintln!("change stream loss: this store's stream cannot be interrupted; skipped");
+            return;
+        }
+        expect_signal(
+            &mut stream,
+            &Change::Down,
+            Duration::from_secs(10),
+            &format!("round {round}: after the connection was cut"),
+        )
+        .await;
+        expect_signal(
+            &mut stream,
+            &Change::Resync,
+            Duration::from_secs(20),
+            &format!("round {round}: after the Down"),
+        )
+        .await;
+        // Listening again: the next write is delivered without retries.
+        version = match writer
+            .update(&id, version, &md(&[("round", &round.to_string())]))
+            .await
+            .unwrap()
+        {
+            Update::Applied(v) => v,
+            other => panic!("{other:?}"),
+        };
+        loop {
+            match next_change_for(&mut stream, &id, Duration::from_secs(10)).await {
+                Some(Change::Written { version: got, .. }) if got == version => break,
+                Some(Change::Written { .. }) => {}
+                other => panic!(
+                    "round {round}: the write at {version} after the resync was not delivered: {other:?}"
+                ),
+            }
+        }
+    }
+}
