@@ -8,7 +8,8 @@
 //! connection is gone (the server closed it, or a ping went unanswered),
 //! before it waits to re-dial: from then on changes may be missed, and
 //! consumers must probe. It re-dials with exponential backoff (rotating
-//! through the seed nodes of a cluster)
+//! through the seed nodes of a cluster; its own settings,
+//! [`RedisConfig::with_subscriber_backoff`](crate::RedisConfig::with_subscriber_backoff))
 //! and publishes [`Change::Resync`] each time a subscription becomes live:
 //! anything published while it was not may have been missed. `Down` is sent
 //! once per gap (also if the very first dial fails), however many re-dials
@@ -48,7 +49,7 @@ pub(crate) struct Subscriber {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub ping_every: Duration,
-    pub backoff_max: Duration,
+    pub backoff: crate::config::Backoff,
     /// The local address of the live subscription's connection (plain TCP
     /// only), `None` while there is none.
     pub addr: SubscriberAddr,
@@ -115,9 +116,7 @@ impl Subscriber {
             tracing::warn!(channel = %self.channel, reason = %ended, "change subscription lost; reconnecting");
             failures = failures.saturating_add(1);
             node = node.wrapping_add(1);
-            let exp = failures.min(10);
-            let delay = (Duration::from_millis(50) * 2u32.pow(exp)).min(self.backoff_max);
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(self.backoff.delay(failures)).await;
         }
     }
 
@@ -185,6 +184,30 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let b = crate::config::Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let waits: Vec<_> = (1..=6).map(|n| b.delay(n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
+        assert!(b.check("b").is_ok());
+        for bad in [
+            crate::config::Backoff {
+                initial: Duration::ZERO,
+                max: Duration::from_secs(1),
+            },
+            crate::config::Backoff {
+                initial: Duration::from_secs(2),
+                max: Duration::from_secs(1),
+            },
+        ] {
+            assert!(bad.check("b").is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_payloads() {

@@ -70,7 +70,7 @@ mod store;
 #[cfg(feature = "testcontainers")]
 pub mod testing;
 
-pub use config::{RedisConfig, Topology};
+pub use config::{Backoff, RedisConfig, Topology};
 pub use error::UnexpectedReply;
 pub use keys::{DEFAULT_PREFIX, KeyPrefix};
 pub use store::RedisStore;

@@ -63,6 +63,7 @@ impl RedisStore {
     /// [`Error::Unavailable`] / [`Error::Timeout`] if the server cannot be
     /// reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        config.validate().map_err(InvalidInput::Config)?;
         let pubsub = connection::pubsub_clients(&config)?;
         let conn = connection::connect(&config).await?;
         Ok(Self {
@@ -434,7 +435,7 @@ impl SessionStore for RedisStore {
                 connect_timeout: inner.config.connect_timeout,
                 response_timeout: inner.config.response_timeout,
                 ping_every: inner.config.subscriber_ping,
-                backoff_max: inner.config.subscriber_backoff_max,
+                backoff: inner.config.subscriber_backoff,
                 addr: inner.subscriber_addr.clone(),
             };
             let _guard = inner.runtime.enter();
@@ -528,6 +529,28 @@ mod tests {
             reason(decode_record("k", fields("1", "{}", "1", "5"), -1)),
             CorruptRecord::WrongType(_)
         ));
+    }
+
+    #[test]
+    fn connect_rejects_a_bad_subscriber_backoff_before_dialling() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let bad = crate::Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(1),
+        };
+        // Port 1: nothing listens, so only validation can answer this fast.
+        let cfg = RedisConfig::new("redis://127.0.0.1:1").with_subscriber_backoff(bad);
+        match rt.block_on(RedisStore::connect(cfg)) {
+            Err(Error::InvalidInput(InvalidInput::Config(ConfigError::Invalid {
+                setting,
+                ..
+            }))) => assert_eq!(setting, "subscriber_backoff"),
+            Err(other) => panic!("expected a config error, got {other:?}"),
+            Ok(_) => panic!("connected with an invalid backoff"),
+        }
     }
 
     #[test]
