@@ -297,9 +297,8 @@ async fn push_probes_during_a_redis_subscription_gap() {
     let a = node(iso.handle().await, &counters, "a", ValidationPolicy::EveryAccess);
     // A long re-dial wait keeps the gap open while the test looks at it.
     let config = RedisConfig::new(url.clone())
-        .with_prefix(iso.prefix())
-        .unwrap()
-        .with_subscriber_backoff(Backoff {
+        .prefix(iso.prefix())
+        .subscriber_backoff(Backoff {
             initial: Duration::from_secs(3),
             max: Duration::from_secs(3),
         });

@@ -425,8 +425,7 @@ impl Isolated {
         #[cfg(feature = "redis")]
         if self.url.starts_with("redis") {
             let config = session_manager::RedisConfig::new(self.url.clone())
-                .with_prefix(self.prefix())
-                .unwrap();
+                .prefix(self.prefix());
             return Arc::new(session_manager::RedisStore::connect(config).await.unwrap());
         }
         #[cfg(feature = "postgres")]
