@@ -216,7 +216,39 @@ async fn read(inner: &Inner, id: &SessionId) -> Result<Option<(Record, bool)>> {
     let v: i64 = row.try_get(0).map_err(|e| inner.err(e))?;
     let md: &str = row.try_get(1).map_err(|e| inner.err(e))?;
     let stale: bool = row.try_get(2).map_err(|e| inner.err(e))?;
-    Ok(Some((error::record(id.as_str(), v, md)?, stale)))
+    Ok(Some((error::record(id.as_str(), v, md.as_bytes())?, stale)))
+}
+
+/// What a slide statement did.
+struct Slid {
+    /// The row slid.
+    slid: bool,
+    /// The row was past its capped deadline: deleted (and notified).
+    expired: bool,
+}
+
+/// Runs the `slide` (`throttled`, a load's) or `touch` statement.
+async fn slide(inner: &Inner, id: &SessionId, throttled: bool) -> Result<Slid> {
+    let statement = if throttled {
+        &inner.sql.slide
+    } else {
+        &inner.sql.touch
+    };
+    let mut q = sqlx::query(statement.clone())
+        .bind(id.as_str())
+        .bind(inner.max_ms);
+    if throttled {
+        q = q.bind(inner.fraction);
+    }
+    let row = q.fetch_one(&inner.pool).await.map_err(|e| inner.err(e))?;
+    let out = Slid {
+        slid: row.try_get(0).map_err(|e| inner.err(e))?,
+        expired: row.try_get(1).map_err(|e| inner.err(e))?,
+    };
+    if out.expired {
+        inner.notify_after(|| format!("d:{id}"));
+    }
+    Ok(out)
 }
 
 async fn purge(inner: &Inner, batch: u32) -> Result<u64> {
@@ -258,17 +290,12 @@ impl SessionStore for PostgresStore {
         let Some((record, stale)) = read(inner, id).await? else {
             return Ok(None);
         };
-        if stale {
-            // Once per throttle window per session: the statement re-checks
-            // liveness and the window, so a concurrent slide, update or
-            // delete turns it into a no-op.
-            sqlx::query(inner.sql.slide.clone())
-                .bind(id.as_str())
-                .bind(inner.max_ms)
-                .bind(inner.fraction)
-                .execute(&inner.pool)
-                .await
-                .map_err(|e| inner.err(e))?;
+        // Once per throttle window per session: the statement re-checks
+        // liveness and the window, so a concurrent slide, update or delete
+        // turns it into a no-op. A row past its capped deadline is deleted
+        // by it and reported absent.
+        if stale && slide(inner, id, true).await?.expired {
+            return Ok(None);
         }
         Ok(Some(record))
     }
@@ -308,6 +335,7 @@ impl SessionStore for PostgresStore {
                 .map_err(|e| inner.err(e))?;
             let applied: Option<i64> = row.try_get(0).map_err(|e| inner.err(e))?;
             let current: Option<i64> = row.try_get(1).map_err(|e| inner.err(e))?;
+            let expired: bool = row.try_get(2).map_err(|e| inner.err(e))?;
             match (applied, current) {
                 (Some(v), _) => {
                     let v = version(id.as_str(), v)?;
@@ -315,6 +343,15 @@ impl SessionStore for PostgresStore {
                     return Ok(Update::Applied(v));
                 }
                 (None, None) => return Ok(Update::Missing),
+                // At the expected version but past its capped deadline:
+                // the statement deleted it.
+                (None, Some(_)) if expired => {
+                    inner.notify_after(|| format!("d:{id}"));
+                    return Ok(Update::Missing);
+                }
+                (None, Some(v)) if v == expected_raw && expected == Version::MAX => {
+                    return Err(error::version_limit(id.as_str()));
+                }
                 // The snapshot showed the expected version, yet the update
                 // matched nothing: a writer committed in between. Ask again
                 // with a fresh snapshot.
@@ -335,14 +372,13 @@ impl SessionStore for PostgresStore {
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
+        // Checked like `load` first (a corrupt row is reported and never
+        // slid), then the slide, which re-checks liveness.
         let inner = &*self.inner;
-        let done = sqlx::query(inner.sql.touch.clone())
-            .bind(id.as_str())
-            .bind(inner.max_ms)
-            .execute(&inner.pool)
-            .await
-            .map_err(|e| inner.err(e))?;
-        Ok(done.rows_affected() > 0)
+        if read(inner, id).await?.is_none() {
+            return Ok(false);
+        }
+        Ok(slide(inner, id, false).await?.slid)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
@@ -384,7 +420,7 @@ impl SessionStore for PostgresStore {
             }
         }
         .map_err(|e| inner.err(e))?;
-        page(rows, limit)
+        Ok(page(rows, limit, inner.table.as_str()))
     }
 
     fn changes(&self) -> Option<ChangeStream> {
