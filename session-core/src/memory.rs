@@ -448,3 +448,93 @@ impl std::fmt::Debug for MemoryStore {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::{Barrier, mpsc};
+
+    use super::*;
+
+    /// A manual clock that, once armed, stops the next caller inside
+    /// `now()` (after it read the time) until the test lets it go: the
+    /// caller is "preempted" right after reading the clock.
+    #[derive(Clone, Default)]
+    struct GateClock(Arc<Gate>);
+
+    struct Gate {
+        nanos: AtomicU64,
+        armed: AtomicBool,
+        entered: Barrier,
+        release: Barrier,
+    }
+
+    impl Default for Gate {
+        fn default() -> Self {
+            Self {
+                nanos: AtomicU64::new(0),
+                armed: AtomicBool::new(false),
+                entered: Barrier::new(2),
+                release: Barrier::new(2),
+            }
+        }
+    }
+
+    impl Clock for GateClock {
+        fn now(&self) -> Duration {
+            let now = Duration::from_nanos(self.0.nanos.load(Ordering::SeqCst));
+            if self.0.armed.swap(false, Ordering::SeqCst) {
+                self.0.entered.wait();
+                self.0.release.wait();
+            }
+            now
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// A `touch` preempted between reading the clock and acting must not
+    /// slide a record that another call saw expire in between.
+    #[test]
+    fn the_clock_is_read_under_the_shard_lock() {
+        let clock = GateClock::default();
+        let store = MemoryStore::with_clock(
+            StoreConfig::new(Duration::from_secs(2)).unwrap(),
+            clock.clone(),
+        );
+        let id = SessionId::generate();
+        block_on(store.create(&id, &Metadata::new(), Ttl::Default)).unwrap();
+        clock.0.nanos.store(1_000_000_000, Ordering::SeqCst); // t = 1 s, expires at 2 s
+        clock.0.armed.store(true, Ordering::SeqCst);
+        let toucher = {
+            let (store, id) = (store.clone(), id.clone());
+            std::thread::spawn(move || block_on(store.touch(&id)).unwrap())
+        };
+        clock.0.entered.wait(); // the touch has read t = 1 s
+        clock.0.nanos.store(2_500_000_000, Ordering::SeqCst); // past the expiry
+        let (tx, rx) = mpsc::channel();
+        let scanner = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let page = block_on(store.scan(None, 10)).unwrap();
+                tx.send(page.ids.is_empty()).unwrap();
+            })
+        };
+        // Reading the clock before the lock, the scan completes now and
+        // reports the record expired; under the lock it waits for the touch.
+        let early = rx.recv_timeout(Duration::from_millis(300)).ok();
+        clock.0.release.wait();
+        let touched = toucher.join().unwrap();
+        let scan_saw_it_expired = early.unwrap_or_else(|| rx.recv().unwrap());
+        scanner.join().unwrap();
+        assert!(
+            !(scan_saw_it_expired && touched),
+            "touch slid a record that a scan had already reported expired"
+        );
+    }
+}

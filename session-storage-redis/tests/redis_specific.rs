@@ -722,7 +722,9 @@ fn connect_rejects_a_slide_fraction_outside_0_and_1_before_dialling() {
 
 #[test]
 fn connect_rejects_a_prefix_without_colon_or_with_glob_before_dialling() {
-    for bad in ["", "vmcp", "vmcp:*:", "vmcp?:", "a[1]:", "a\\b:", "a b:"] {
+    for bad in [
+        "", "vmcp", "vmcp:*:", "vmcp?:", "a[1]:", "a\\b:", "a b:", "{vmcp}:", "vmcp:{x:",
+    ] {
         assert_eq!(
             connect_outcome(|c| c.prefix(bad)),
             (Some("key prefix"), false),

@@ -68,16 +68,16 @@ impl Migration {
 
 #[cfg(feature = "postgres")]
 pub(crate) async fn postgres(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     schema: &Ident,
     table: &Ident,
 ) -> Result<(), sqlx::Error> {
-    use sqlx::{AssertSqlSafe, Row};
+    use sqlx::{AssertSqlSafe, Connection, Row};
 
     let lock_key = i64::from_ne_bytes(
         crate::ident::fnv1a(format!("session-storage-sql:{schema}").as_bytes()).to_ne_bytes(),
     );
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key)
         .execute(&mut *tx)

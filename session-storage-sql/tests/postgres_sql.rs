@@ -627,3 +627,41 @@ fn version_check_migrates_over_old_bad_rows_and_refuses_new_ones() {
         assert!(refused.as_database_error().is_some(), "{refused}");
     });
 }
+
+/// A server that refuses the connection is reported at once as
+/// `Unavailable` (the refusal), not after the pool's 5 s acquire timeout
+/// (or the listener's 10 s) as a `Timeout`: with migrations, with only the
+/// listener, and with both.
+#[test]
+fn refused_connection_fails_fast() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Port 1 on loopback: nothing listens, the kernel refuses at once.
+        let url = "postgres://postgres@127.0.0.1:1/test";
+        for (migrate, listen) in [(true, true), (true, false), (false, true)] {
+            let started = std::time::Instant::now();
+            let outcome =
+                PostgresStore::connect(PostgresConfig::new(url).migrate(migrate).listen(listen))
+                    .await;
+            let took = started.elapsed();
+            match outcome {
+                Err(Error::Unavailable(source)) => {
+                    let text = format!("{source:?}");
+                    assert!(text.contains("ConnectionRefused"), "{text}");
+                }
+                Err(other) => panic!(
+                    "migrate {migrate}, listen {listen}: expected the refusal, got {other:?}"
+                ),
+                Ok(_) => panic!("connected to a closed port"),
+            }
+            assert!(
+                took < Duration::from_secs(2),
+                "migrate {migrate}, listen {listen}: the refusal took {took:?}"
+            );
+        }
+    });
+}

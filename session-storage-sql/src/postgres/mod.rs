@@ -119,10 +119,23 @@ impl PostgresStore {
             .test_before_acquire(p.test_before_acquire)
             .connect_lazy_with(options.clone());
         let err = |e| from_sqlx(e, p.acquire_timeout, p.statement_timeout);
-        if cfg.migrate {
-            migrate::postgres(&pool, &schema, &table)
-                .await
-                .map_err(err)?;
+        if cfg.migrate || cfg.listen {
+            // One direct connection first, which runs the migrations: the
+            // pool (and the listener's) would retry a refused connection
+            // until its acquire timeout and report a `Timeout`; a refusal
+            // is an outage, reported at once as `Unavailable`.
+            let mut conn = tokio::time::timeout(p.acquire_timeout, async {
+                <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await
+            })
+            .await
+            .map_err(|_| Error::Timeout(p.acquire_timeout))?
+            .map_err(err)?;
+            if cfg.migrate {
+                migrate::postgres(&mut conn, &schema, &table)
+                    .await
+                    .map_err(err)?;
+            }
+            let _ = sqlx::Connection::close(conn).await;
         }
         let channel = sql::channel(&schema, &table);
         let (hub, listener) = if cfg.listen {
