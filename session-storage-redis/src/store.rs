@@ -22,8 +22,9 @@ use crate::scripts::{SCRIPTS, invoke};
 /// A [`SessionStore`] on Redis (standalone, or Cluster with feature
 /// `cluster`): one hash per session at `prefix + id`, every mutation one Lua
 /// script, `load` two pipelined reads (plus the `touch` script once per
-/// slide window, [`RedisConfig::slide_fraction`]), expiry on the
-/// server's clock, changes over pub/sub.
+/// slide window, [`RedisConfig::slide_fraction`]), `touch` the same reads
+/// (so a corrupt record is reported, never slid) then its script, expiry
+/// on the server's clock, changes over pub/sub.
 ///
 /// Clones are cheap handles on the same connection and change stream. The
 /// change subscriber (its own connection) starts on the first call to

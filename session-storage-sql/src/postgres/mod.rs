@@ -33,7 +33,8 @@ const AMBIGUOUS_RETRIES: usize = 8;
 ///
 /// One row per session in a configurable, validated `schema.table`
 /// (see the README for the layout). Every operation is one statement and
-/// one round trip (a load that slides: two), on the server's clock:
+/// one round trip (a load that slides, and `touch`: two), on the server's
+/// clock:
 ///
 /// - `create` inserts, replacing only an expired row (`ON CONFLICT ... DO
 ///   UPDATE ... WHERE expires_at <= now()`), never a live one;
