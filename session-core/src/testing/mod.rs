@@ -100,8 +100,9 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// Prepares isolated storage (a unique prefix, schema or file).
     async fn setup() -> Self;
 
-    /// A handle on this harness's storage. Handles from repeated calls with
-    /// the same config share data (a "second node").
+    /// A handle on this harness's storage. Handles from repeated calls share
+    /// data whatever their configs (a "second node", possibly deployed with
+    /// another TTL or max_lifetime: `past_deadline_is_expired` needs this).
     async fn store(&self, config: StoreConfig) -> Self::Store;
 
     /// Removes everything [`Harness::setup`] and the cases created.
