@@ -1,6 +1,7 @@
 //! Passwords in a Redis URL never reach an error message, a `Debug`
 //! output or a log line (spans and events captured with their fields).
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use session_core::testing::logs::CapturedLogs;
@@ -18,11 +19,11 @@ async fn passwords_stay_out_of_errors_and_logs() {
     // Refused: nothing listens on port 1.
     let refused = RedisConfig::new(format!("redis://default:{SECRET}@127.0.0.1:1/0"))
         .connect_timeout(Duration::from_millis(500));
-    shown += &format!("{refused:?}\n");
+    writeln!(shown, "{refused:?}").unwrap();
     let err = RedisStore::connect(refused)
         .await
         .expect_err("nothing listens on port 1");
-    shown += &format!("{err}\n{err:?}\n");
+    writeln!(shown, "{err}\n{err:?}").unwrap();
 
     // A real server that rejects the credentials (or has no password set).
     let url =
@@ -30,13 +31,13 @@ async fn passwords_stay_out_of_errors_and_logs() {
     let with_secret = url.replacen("redis://", &format!("redis://default:{SECRET}@"), 1);
     let prefix = format!("secrets-{}:", SessionId::generate().as_str());
     match RedisStore::connect(RedisConfig::new(with_secret).prefix(prefix)).await {
-        Err(err) => shown += &format!("{err}\n{err:?}\n"),
+        Err(err) => writeln!(shown, "{err}\n{err:?}").unwrap(),
         Ok(store) => {
             // Accepted (a server without AUTH configured): use it once.
             let id = SessionId::generate();
             let _ = store.create(&id, &Metadata::new(), Ttl::Default).await;
             let _ = store.delete(&id).await;
-            shown += &format!("{store:?}\n");
+            writeln!(shown, "{store:?}").unwrap();
         }
     }
     let logged = logs.text();

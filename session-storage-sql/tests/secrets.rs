@@ -2,6 +2,8 @@
 //! output or a log line (spans and events captured with their fields).
 #![cfg(feature = "postgres")]
 
+use std::fmt::Write as _;
+
 use session_core::testing::logs::CapturedLogs;
 use session_core::{Metadata, SessionId, SessionStore, Ttl};
 use session_storage_sql::{PostgresConfig, PostgresStore};
@@ -17,11 +19,11 @@ async fn passwords_stay_out_of_errors_and_logs() {
 
     // Refused: nothing listens on port 1.
     let refused = PostgresConfig::new(format!("postgres://postgres:{SECRET}@127.0.0.1:1/test"));
-    shown += &format!("{refused:?}\n");
+    writeln!(shown, "{refused:?}").unwrap();
     let err = PostgresStore::connect(refused)
         .await
         .expect_err("nothing listens on port 1");
-    shown += &format!("{err}\n{err:?}\n");
+    writeln!(shown, "{err}\n{err:?}").unwrap();
 
     // The real server (trust authentication accepts any password): connect,
     // write, read, delete, under this test's own schema.
@@ -39,9 +41,9 @@ async fn passwords_stay_out_of_errors_and_logs() {
         SessionId::generate().as_str().replace('-', "")
     );
     let config = PostgresConfig::new(with_secret).schema(schema.clone());
-    shown += &format!("{config:?}\n");
+    writeln!(shown, "{config:?}").unwrap();
     match PostgresStore::connect(config).await {
-        Err(err) => shown += &format!("{err}\n{err:?}\n"),
+        Err(err) => writeln!(shown, "{err}\n{err:?}").unwrap(),
         Ok(store) => {
             let id = SessionId::generate();
             store
@@ -50,7 +52,7 @@ async fn passwords_stay_out_of_errors_and_logs() {
                 .unwrap();
             store.load(&id).await.unwrap();
             store.delete(&id).await.unwrap();
-            shown += &format!("{store:?}\n");
+            writeln!(shown, "{store:?}").unwrap();
             sqlx::raw_sql(AssertSqlSafe(format!(
                 "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
             )))
