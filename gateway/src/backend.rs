@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, InitializeResult, ProtocolVersion,
-    ServerJsonRpcMessage, ServerResult,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, InitializeResult, NumberOrString,
+    ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerResult,
 };
 use rmcp::service::{Peer, RunningService};
 use rmcp::transport::streamable_http_client::{
@@ -37,11 +38,19 @@ struct Resume {
 
 /// rmcp's reqwest client, able to resume a backend session and never
 /// deleting one on drop.
+///
+/// Several clients (one per gateway node, and a new one after each
+/// resume) share one backend session, and each rmcp client numbers its
+/// requests from 0: two concurrent requests with the same JSON-RPC id on
+/// one backend session would collide (the backend drops one response). So
+/// every client offsets its request ids by a random base (below 2^53, safe
+/// for JSON numbers everywhere) and maps the responses back.
 #[derive(Clone)]
 pub struct BackendHttp {
     inner: reqwest::Client,
     resume: Option<Arc<Resume>>,
     captured: Arc<Mutex<Option<String>>>,
+    id_base: i64,
 }
 
 impl BackendHttp {
@@ -50,7 +59,66 @@ impl BackendHttp {
             inner,
             resume: resume.map(Arc::new),
             captured: Arc::default(),
+            id_base: i64::from(rand::random::<u32>()) << 20,
         }
+    }
+
+    fn shift(&self, id: &mut RequestId) {
+        if let NumberOrString::Number(n) = id {
+            *n += self.id_base;
+        }
+    }
+
+    fn unshift(&self, id: &mut RequestId) {
+        if let NumberOrString::Number(n) = id
+            && *n >= self.id_base
+        {
+            *n -= self.id_base;
+        }
+    }
+
+    fn outgoing(&self, message: &mut ClientJsonRpcMessage) {
+        match message {
+            ClientJsonRpcMessage::Request(req) => self.shift(&mut req.id),
+            ClientJsonRpcMessage::Notification(n) => {
+                if let ClientNotification::CancelledNotification(c) = &mut n.notification
+                    && let Some(id) = c.params.request_id.as_mut()
+                {
+                    self.shift(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn incoming(&self, message: &mut ServerJsonRpcMessage) {
+        match message {
+            ServerJsonRpcMessage::Response(r) => self.unshift(&mut r.id),
+            ServerJsonRpcMessage::Error(e) => {
+                if let Some(id) = e.id.as_mut() {
+                    self.unshift(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn incoming_sse(&self, mut event: Sse) -> Sse {
+        let Some(data) = event.data.as_deref() else {
+            return event;
+        };
+        if let Ok(mut msg) = serde_json::from_str::<ServerJsonRpcMessage>(data)
+            && matches!(
+                msg,
+                ServerJsonRpcMessage::Response(_) | ServerJsonRpcMessage::Error(_)
+            )
+        {
+            self.incoming(&mut msg);
+            if let Ok(text) = serde_json::to_string(&msg) {
+                event.data = Some(text);
+            }
+        }
+        event
     }
 }
 
@@ -112,6 +180,8 @@ impl StreamableHttpClient for BackendHttp {
             }
         }
         let first = session_id.is_none();
+        let mut message = message;
+        self.outgoing(&mut message);
         let out = self
             .inner
             .post_message_with_response_limits(
@@ -133,7 +203,22 @@ impl StreamableHttpClient for BackendHttp {
                 *self.captured.lock().unwrap_or_else(PoisonError::into_inner) = sid;
             }
         }
-        Ok(out)
+        Ok(match out {
+            StreamableHttpPostResponse::Json(mut msg, sid) => {
+                self.incoming(&mut msg);
+                StreamableHttpPostResponse::Json(msg, sid)
+            }
+            StreamableHttpPostResponse::Sse(stream, sid) => {
+                let this = self.clone();
+                StreamableHttpPostResponse::Sse(
+                    stream
+                        .map(move |ev| ev.map(|ev| this.incoming_sse(ev)))
+                        .boxed(),
+                    sid,
+                )
+            }
+            other => other,
+        })
     }
 
     async fn delete_session(

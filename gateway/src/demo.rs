@@ -422,8 +422,12 @@ async fn run_tour(
         .await?
         .status();
     println!(
-        "   node A answers {raw} for the session (client sees: {})",
-        after.err().map_or("no error".into(), |e| e.to_string())
+        "   node A answers {raw} for the session (the rmcp client sees {})",
+        if after.is_err() {
+            "an expired session"
+        } else {
+            "a result!"
+        }
     );
     check(
         raw == reqwest::StatusCode::NOT_FOUND,

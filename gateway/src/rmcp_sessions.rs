@@ -17,7 +17,8 @@
 //!   live request's headers; the request middleware has already restored
 //!   the live session for the caller (`get_for`).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::Stream;
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest, GetExtensions, ServerJsonRpcMessage};
@@ -30,7 +31,7 @@ use rmcp::transport::streamable_http_server::session::{
     EventStore, ServerSseMessage, SessionState, SessionStore, SessionStoreError,
 };
 use rmcp::transport::streamable_http_server::{
-    RestoreOutcome, SessionId as RmcpId, SessionManager,
+    RestoreOutcome, SessionId as RmcpId, SessionManager, SessionRestoreMarker,
 };
 use session_core::{Binding, Metadata, SessionId, keys};
 
@@ -58,6 +59,13 @@ pub enum SessionsError {
 pub struct StoreSessions {
     local: LocalSessionManager,
     mgr: Manager,
+    /// Sessions whose restore (the replayed handshake) is in progress on
+    /// this node. rmcp inserts the worker before replaying `initialize`, so
+    /// a concurrent request (typically the client's GET stream next to its
+    /// first POST) would otherwise see the session, push its message ahead
+    /// of the handshake and kill the worker; while restoring, `has_session`
+    /// says no and rmcp makes that request wait for the restore.
+    restoring: Mutex<HashSet<RmcpId>>,
 }
 
 impl StoreSessions {
@@ -65,7 +73,17 @@ impl StoreSessions {
     pub fn new(mgr: Manager, config: SessionConfig) -> Self {
         let mut local = LocalSessionManager::default();
         local.session_config = config;
-        Self { local, mgr }
+        Self {
+            local,
+            mgr,
+            restoring: Mutex::default(),
+        }
+    }
+
+    fn restoring(&self) -> std::sync::MutexGuard<'_, HashSet<RmcpId>> {
+        self.restoring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Closes this node's rmcp worker for `id` (no storage effect).
@@ -129,7 +147,7 @@ impl SessionManager for StoreSessions {
             ClientJsonRpcMessage::Request(r) => r
                 .request
                 .extensions()
-                .get::<rmcp::transport::streamable_http_server::SessionRestoreMarker>()
+                .get::<SessionRestoreMarker>()
                 .is_some(),
             _ => false,
         };
@@ -141,7 +159,7 @@ impl SessionManager for StoreSessions {
     }
 
     async fn has_session(&self, id: &RmcpId) -> Result<bool, Self::Error> {
-        if !self.local.has_session(id).await? {
+        if self.restoring().contains(id) || !self.local.has_session(id).await? {
             return Ok(false);
         }
         let Ok(sid) = SessionId::parse(id) else {
@@ -161,6 +179,7 @@ impl SessionManager for StoreSessions {
     async fn close_session(&self, id: &RmcpId) -> Result<(), Self::Error> {
         // Node-local only (rmcp's keep-alive, worker exit). A client's
         // DELETE is handled by the middleware, which terminates in storage.
+        self.restoring().remove(id);
         Ok(self.local.close_session(id).await?)
     }
 
@@ -177,7 +196,20 @@ impl SessionManager for StoreSessions {
         id: &RmcpId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
-        Ok(self.local.accept_message(id, message).await?)
+        let replayed = match &message {
+            ClientJsonRpcMessage::Notification(n) => n
+                .notification
+                .extensions()
+                .get::<SessionRestoreMarker>()
+                .is_some(),
+            _ => false,
+        };
+        self.local.accept_message(id, message).await?;
+        if replayed {
+            // The replayed `initialized` is queued ahead of anything else.
+            self.restoring().remove(id);
+        }
+        Ok(())
     }
 
     async fn create_standalone_stream(
@@ -200,11 +232,17 @@ impl SessionManager for StoreSessions {
         id: RmcpId,
     ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
         let mut sessions = self.local.sessions.write().await;
-        if sessions.contains_key(&id) {
+        if sessions.contains_key(&id) && !self.restoring().contains(&id) {
             return Ok(RestoreOutcome::AlreadyPresent);
         }
         let (handle, worker) = create_local_session(id.clone(), self.local.session_config.clone());
-        sessions.insert(id, handle);
+        self.restoring().insert(id.clone());
+        if let Some(stale) = sessions.insert(id, handle) {
+            // A restore that never finished its handshake.
+            tokio::spawn(async move {
+                let _ = stale.close().await;
+            });
+        }
         Ok(RestoreOutcome::Restored(WorkerTransport::spawn(worker)))
     }
 

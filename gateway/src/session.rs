@@ -15,7 +15,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use session_core::{Metadata, SessionId, Snapshot, Version, WorkloadId, keys};
-use session_manager::{BackendExpiry, BuildCause, Built, Live, SessionFactory, SessionManager};
+use session_manager::{BuildCause, Built, Live, SessionFactory, SessionManager};
 
 use crate::backend::{self, Conn, ConnectError};
 use crate::config::BackendSpec;
@@ -274,18 +274,13 @@ impl Slot {
         }
         *held = None;
         metrics::counter!("gateway_backend_expired_total", "backend" => w.to_string()).increment(1);
-        // What does storage say now? Another node may have healed already.
-        let rec = mgr
-            .store()
-            .peek(id)
-            .await
-            .map_err(|e| BackendFailure::Call {
-                backend: w.clone(),
-                message: format!("storage: {e}"),
-            })?
-            .ok_or_else(|| session_manager::Error::NotFound { id: id.clone() })?;
-        let (stored, init) = stored_backend(&rec.metadata, w);
-        match (stored, init) {
+        // Expire the backend in the session *if it still names the expired
+        // backend session*: one CAS. (The manager's `notify_backend_expired`
+        // removes the backend whatever session id is recorded, so a node
+        // that saw the 404 late would remove a backend session another node
+        // just healed; see `expire_if`.)
+        let snap = expire_if(mgr, id, w, expired).await?;
+        match stored_backend(&snap.metadata, w) {
             (Some(s), Some(init)) if s != expired => {
                 tracing::info!(backend = %w, session_id = %id, "adopting a backend session healed by another node");
                 let conn = Arc::new(
@@ -298,21 +293,12 @@ impl Slot {
                 );
                 *held = Some(Held {
                     conn: conn.clone(),
-                    version: rec.version,
+                    version: snap.version,
                 });
                 Ok(conn)
             }
-            (stored, _) => {
-                if stored.is_some() {
-                    match mgr.notify_backend_expired(id, w).await? {
-                        BackendExpiry::SessionGone => {
-                            return Err(session_manager::Error::NotFound { id: id.clone() }.into());
-                        }
-                        _ => {
-                            tracing::info!(backend = %w, session_id = %id, "backend session expired; re-initializing");
-                        }
-                    }
-                }
+            _ => {
+                tracing::info!(backend = %w, session_id = %id, "backend session expired; re-initializing");
                 self.install_fresh(mgr, id, Some(expired), &mut held).await
             }
         }
@@ -398,6 +384,26 @@ impl Slot {
             *held = None;
         }
     }
+}
+
+/// Removes `workload` from session `id` if its recorded backend session is
+/// still `expired` (a conditional `notify_backend_expired`); returns the
+/// stored snapshot afterwards, which names the healed backend session if
+/// another node already recorded one.
+pub async fn expire_if(
+    mgr: &Manager,
+    id: &SessionId,
+    workload: &WorkloadId,
+    expired: &str,
+) -> Result<Snapshot, session_manager::Error> {
+    mgr.update(id, |md| {
+        if keys::backend_session(md, workload) == Some(expired) {
+            keys::without_backend(md, workload).map_err(session_core::BoxError::from)
+        } else {
+            Ok(md.clone())
+        }
+    })
+    .await
 }
 
 /// Runs `f` on `slot`'s backend, healing an expired backend session once.

@@ -39,6 +39,7 @@ pub fn config(math: &DemoBackend, text: &DemoBackend, policy: ValidationPolicy) 
 
 impl Cluster {
     pub async fn start(policy: ValidationPolicy) -> Self {
+        logs();
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
         Self::start_on(store, policy, |_| {}).await
     }
@@ -136,3 +137,11 @@ pub async fn raw_delete(url: &str, sid: &str) -> reqwest::StatusCode {
 }
 
 pub const LIST_TOOLS: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+
+/// `RUST_LOG=session_gateway=debug cargo test …` shows the gateway's logs.
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
