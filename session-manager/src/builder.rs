@@ -20,6 +20,7 @@ pub(crate) struct Config {
     pub cas_backoff: Duration,
     pub reservation_ttl: Duration,
     pub resync_interval: Duration,
+    pub shutdown_timeout: Duration,
     /// Slide a used entry's TTL when this many ms passed since its last slide
     /// (a quarter of the store TTL).
     pub slide_ms: u64,
@@ -29,7 +30,8 @@ pub(crate) struct Config {
 /// 5 minutes, policy [`Push`](ValidationPolicy::Push) if the store has a
 /// change stream else [`EveryAccess`](ValidationPolicy::EveryAccess),
 /// storage operation timeout 2 s, CAS retry budget 16 with 2 ms base
-/// jittered backoff, reservation TTL 30 s, resync interval 60 s.
+/// jittered backoff, reservation TTL 30 s, resync interval 60 s, shutdown
+/// timeout 10 s.
 #[must_use]
 pub struct SessionManagerBuilder<F> {
     store: Arc<dyn SessionStore>,
@@ -42,6 +44,7 @@ pub struct SessionManagerBuilder<F> {
     cas_backoff: Duration,
     reservation_ttl: Duration,
     resync_interval: Duration,
+    shutdown_timeout: Duration,
 }
 
 impl<F: SessionFactory> SessionManagerBuilder<F> {
@@ -57,6 +60,7 @@ impl<F: SessionFactory> SessionManagerBuilder<F> {
             cas_backoff: Duration::from_millis(2),
             reservation_ttl: Duration::from_secs(30),
             resync_interval: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 
@@ -114,6 +118,13 @@ impl<F: SessionFactory> SessionManagerBuilder<F> {
         self
     }
 
+    /// How long [`shutdown`](SessionManager::shutdown) waits for in-flight
+    /// restores and closes before it reports what is left (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
     /// Starts the manager: its change-stream listener (push policy) and idle
     /// sweeper run on the current Tokio runtime.
     ///
@@ -137,6 +148,7 @@ impl<F: SessionFactory> SessionManagerBuilder<F> {
             cas_backoff: self.cas_backoff,
             reservation_ttl: self.reservation_ttl,
             resync_interval: self.resync_interval,
+            shutdown_timeout: self.shutdown_timeout,
             slide_ms: (ttl_ms / 4).max(1),
         };
         let stream = if policy == ValidationPolicy::Push {

@@ -54,6 +54,7 @@
 
 mod builder;
 mod cache;
+mod closer;
 mod connect;
 mod error;
 mod factory;
@@ -65,7 +66,7 @@ pub use builder::SessionManagerBuilder;
 pub use connect::{ConnectError, connect};
 pub use error::{Error, Result, SharedError};
 pub use factory::{BuildCause, Built, Live, SessionFactory, vmcp_matches};
-pub use manager::{BackendExpiry, BulkReport, CacheState, SessionManager};
+pub use manager::{BackendExpiry, BulkReport, CacheState, SessionManager, ShutdownReport};
 pub use policy::ValidationPolicy;
 
 /// The Redis store (feature `redis`).

@@ -20,10 +20,19 @@ pub const ADOPTIONS: &str = "session_manager_adoptions_total";
 /// Counter: compare-and-set conflicts met by `update`/`notify_backend_expired`.
 pub const CAS_CONFLICTS: &str = "session_manager_cas_conflicts_total";
 /// Counter: cache entries removed (label `cause`: `capacity`, `idle`,
-/// `terminated`, `gone`, `replaced`, `shutdown`).
+/// `terminated`, `gone`, `replaced`, `shutdown`, `discarded` (a build result
+/// not cached: lost a race, or its caller was cancelled), `evicted`
+/// (`evict_local`)).
 pub const EVICTIONS: &str = "session_manager_evictions_total";
 /// Counter: live sessions closed.
 pub const CLOSES: &str = "session_manager_closes_total";
+/// Closes that panicked (caught on the closer; the session counts as closed).
+pub const CLOSE_PANICS: &str = "session_manager_close_panics_total";
+/// `matches` calls that panicked (treated as "does not match").
+pub const MATCH_PANICS: &str = "session_manager_match_panics_total";
+/// Times storage was found at an older version than this node had seen
+/// (confirmed by a second load), and the older version accepted.
+pub const VERSION_REWINDS: &str = "session_manager_version_rewinds_total";
 /// Counter: storage errors seen (label `op`).
 pub const STORAGE_ERRORS: &str = "session_manager_storage_errors_total";
 /// Counter: change events received (label `kind`: `written`, `deleted`, `resync`).
@@ -43,6 +52,7 @@ pub(crate) enum Cause {
     Replaced,
     Shutdown,
     Discarded,
+    Evicted,
 }
 
 impl Cause {
@@ -55,6 +65,7 @@ impl Cause {
             Self::Replaced => "replaced",
             Self::Shutdown => "shutdown",
             Self::Discarded => "discarded",
+            Self::Evicted => "evicted",
         }
     }
 }

@@ -41,8 +41,50 @@ pub struct RedisConfig {
     pub(crate) reconnect_retries: usize,
     pub(crate) change_capacity: usize,
     pub(crate) subscriber_ping: Duration,
-    pub(crate) subscriber_backoff_max: Duration,
+    pub(crate) subscriber_backoff: Backoff,
+    pub(crate) reconnect_max_delay: Duration,
     pub(crate) slide_fraction: f64,
+}
+
+/// An exponential reconnect backoff: the first retry waits `initial`, each
+/// further one twice as long as the last, never more than `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait before the first retry (more than zero).
+    pub initial: Duration,
+    /// The longest wait (at least `initial`).
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The change subscriber's default: 100 ms, doubling up to 5 s. A
+    /// subscriber that is down leaves consumers probing every hit, so it
+    /// retries quickly at first; the cap bounds how long a recovered server
+    /// goes unnoticed.
+    pub const SUBSCRIBER_DEFAULT: Backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+    };
+
+    /// The wait before retry number `attempt` (1-based).
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(20);
+        self.initial.saturating_mul(1u32 << doublings).min(self.max)
+    }
+
+    /// Checks `0 < initial <= max`.
+    pub(crate) fn check(&self, setting: &'static str) -> Result<(), ConfigError> {
+        if self.initial.is_zero() || self.initial > self.max {
+            return Err(ConfigError::Invalid {
+                setting,
+                reason: format!(
+                    "initial {:?} must be more than zero and at most max {:?}",
+                    self.initial, self.max
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Checks a slide fraction: a finite number in `0.0..=1.0`.
@@ -65,6 +107,8 @@ impl RedisConfig {
     /// Default load slide throttle: a load slides the expiry only once a
     /// tenth of the record's TTL has passed since the last slide.
     pub const DEFAULT_SLIDE_FRACTION: f64 = 0.1;
+    /// Default cap on the command connection's reconnect delay.
+    pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 
     /// A standalone server at `url`, default prefix, TTL and timeouts.
     pub fn new(url: impl Into<String>) -> Self {
@@ -93,7 +137,8 @@ impl RedisConfig {
             reconnect_retries: 3,
             change_capacity: 1024,
             subscriber_ping: Duration::from_secs(15),
-            subscriber_backoff_max: Duration::from_secs(5),
+            subscriber_backoff: Backoff::SUBSCRIBER_DEFAULT,
+            reconnect_max_delay: Self::DEFAULT_RECONNECT_MAX_DELAY,
             slide_fraction: Self::DEFAULT_SLIDE_FRACTION,
         }
     }
@@ -170,6 +215,30 @@ impl RedisConfig {
     pub fn with_subscriber_ping(mut self, every: Duration) -> Self {
         self.subscriber_ping = every.max(Duration::from_millis(10));
         self
+    }
+
+    /// The change subscriber's re-dial backoff (default
+    /// [`Backoff::SUBSCRIBER_DEFAULT`]: 100 ms doubling up to 5 s), separate
+    /// from the command connection's ([`RedisConfig::with_reconnect_max_delay`]).
+    /// Checked at connect: `initial` more than zero and at most `max`.
+    #[must_use]
+    pub fn with_subscriber_backoff(mut self, backoff: Backoff) -> Self {
+        self.subscriber_backoff = backoff;
+        self
+    }
+
+    /// The cap on the command connection's reconnect delay between its
+    /// [`with_reconnect_retries`](Self::with_reconnect_retries) (default
+    /// 5 s), independent of the change subscriber's backoff.
+    #[must_use]
+    pub fn with_reconnect_max_delay(mut self, max: Duration) -> Self {
+        self.reconnect_max_delay = max;
+        self
+    }
+
+    /// Checks the settings that are not checked as they are set.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.subscriber_backoff.check("subscriber_backoff")
     }
 
     /// The key prefix.

@@ -83,7 +83,7 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Conn, Error> {
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.response_timeout))
                     .set_number_of_retries(config.reconnect_retries)
-                    .set_max_delay(config.subscriber_backoff_max);
+                    .set_max_delay(config.reconnect_max_delay);
                 let conn = ConnectionManager::new_with_config(client, cm)
                     .await
                     .map_err(|e| crate::error::map_redis(e, "", config.connect_timeout))?;
@@ -116,7 +116,7 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Conn, Error> {
     let retries = u32::try_from(config.reconnect_retries)
         .unwrap_or(u32::MAX)
         .saturating_add(1);
-    let limit = config.connect_timeout.saturating_mul(retries) + config.subscriber_backoff_max;
+    let limit = config.connect_timeout.saturating_mul(retries) + config.reconnect_max_delay;
     match tokio::time::timeout(limit, attempt).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(limit)),

@@ -15,8 +15,10 @@
 //!   the record's TTL has passed since the last slide.
 //! - `version` is a single `HMGET` of two small fields: no slide, no metadata.
 //! - Creates, updates and deletes are published on `prefix + "changes"`; the
-//!   [change stream](session_core::SessionStore::changes) re-subscribes after
-//!   any disconnect and then emits [`Change::Resync`](session_core::Change::Resync).
+//!   [change stream](session_core::SessionStore::changes) emits
+//!   [`Change::Down`](session_core::Change::Down) as soon as it loses its
+//!   connection, re-subscribes, and then emits
+//!   [`Change::Resync`](session_core::Change::Resync).
 //! - Records written by others that do not decode give
 //!   [`Error::Corrupt`](session_core::Error::Corrupt) naming the key; the
 //!   scripts check before writing, so nothing is overwritten.
@@ -68,7 +70,7 @@ mod store;
 #[cfg(feature = "testcontainers")]
 pub mod testing;
 
-pub use config::{RedisConfig, Topology};
+pub use config::{Backoff, RedisConfig, Topology};
 pub use error::UnexpectedReply;
 pub use keys::{DEFAULT_PREFIX, KeyPrefix};
 pub use store::RedisStore;

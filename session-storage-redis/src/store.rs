@@ -11,7 +11,7 @@ use session_core::{
     Version,
 };
 
-use crate::changes::{AbortOnDrop, Subscriber};
+use crate::changes::{AbortOnDrop, Subscriber, SubscriberAddr};
 use crate::config::RedisConfig;
 use crate::connection::{self, Conn};
 use crate::error::{UnexpectedReply, field_name, map_redis};
@@ -50,6 +50,7 @@ struct Inner {
     config: RedisConfig,
     runtime: tokio::runtime::Handle,
     subscriber: Mutex<Option<AbortOnDrop>>,
+    subscriber_addr: SubscriberAddr,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -62,6 +63,7 @@ impl RedisStore {
     /// [`Error::Unavailable`] / [`Error::Timeout`] if the server cannot be
     /// reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        config.validate().map_err(InvalidInput::Config)?;
         let pubsub = connection::pubsub_clients(&config)?;
         let conn = connection::connect(&config).await?;
         Ok(Self {
@@ -77,6 +79,7 @@ impl RedisStore {
                 pubsub,
                 runtime: tokio::runtime::Handle::current(),
                 subscriber: Mutex::new(None),
+                subscriber_addr: SubscriberAddr::default(),
                 config,
             }),
         })
@@ -92,6 +95,20 @@ impl RedisStore {
         self.inner.slide_fraction
     }
 
+    /// The local address of the change subscriber's connection while its
+    /// subscription is live (`None` before [`SessionStore::changes`] was
+    /// first called, between a loss and the re-subscription, and for TLS
+    /// or Unix-socket URLs). The server lists it as the client's `addr`
+    /// in `CLIENT LIST`, so `CLIENT KILL ADDR <addr>` ends exactly this
+    /// subscription (tests use it to interrupt one store's stream).
+    pub fn change_subscriber_addr(&self) -> Option<std::net::SocketAddr> {
+        *self
+            .inner
+            .subscriber_addr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The key holding `id`'s hash (for operators and tests).
     pub fn key(&self, id: &SessionId) -> String {
         self.inner.prefix.key(id)
@@ -99,6 +116,30 @@ impl RedisStore {
 
     fn conn(&self) -> Conn {
         self.inner.conn.clone()
+    }
+
+    /// What `load` and `peek` read: one pipelined round trip of two reads
+    /// (no script, nothing written), the fields and then the remaining TTL
+    /// on the server's clock, checked by [`decode_record`].
+    async fn read(&self, key: &str) -> Result<Option<Read>> {
+        // `ignore_errors`: each reply separately, so a `WRONGTYPE` from
+        // `HMGET` stays a server error (corrupt), not a pipeline failure.
+        let (fields, pttl): (redis::RedisResult<Fields>, redis::RedisResult<i64>) = redis::pipe()
+            .ignore_errors()
+            .cmd("HMGET")
+            .arg(key)
+            .arg("v")
+            .arg("m")
+            .arg("c")
+            .arg("t")
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(self.err(key))?;
+        let fields = fields.map_err(self.err(key))?;
+        let pttl = pttl.map_err(self.err(key))?;
+        decode_record(key, fields, pttl)
     }
 
     /// Maps an error for `key` (borrowed: nothing is allocated unless an
@@ -236,27 +277,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        // One pipelined round trip of two reads (no script, nothing
-        // written): the fields, then the remaining TTL on the server's clock.
         let key = self.key(id);
-        // `ignore_errors`: each reply separately, so a `WRONGTYPE` from
-        // `HMGET` stays a server error (corrupt), not a pipeline failure.
-        let (fields, pttl): (redis::RedisResult<Fields>, redis::RedisResult<i64>) = redis::pipe()
-            .ignore_errors()
-            .cmd("HMGET")
-            .arg(&key)
-            .arg("v")
-            .arg("m")
-            .arg("c")
-            .arg("t")
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(self.err(&key))?;
-        let fields = fields.map_err(self.err(&key))?;
-        let pttl = pttl.map_err(self.err(&key))?;
-        let Some(read) = decode_record(&key, fields, pttl)? else {
+        let Some(read) = self.read(&key).await? else {
             return Ok(None);
         };
         if needs_slide(read.ttl_ms, read.pttl, self.inner.slide_fraction) {
@@ -272,6 +294,12 @@ impl SessionStore for RedisStore {
             .map_err(self.err(&key))?;
         }
         Ok(Some(read.record))
+    }
+
+    async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
+        // `load`'s read and checks, never its slide.
+        let key = self.key(id);
+        Ok(self.read(&key).await?.map(|read| read.record))
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
@@ -407,7 +435,8 @@ impl SessionStore for RedisStore {
                 connect_timeout: inner.config.connect_timeout,
                 response_timeout: inner.config.response_timeout,
                 ping_every: inner.config.subscriber_ping,
-                backoff_max: inner.config.subscriber_backoff_max,
+                backoff: inner.config.subscriber_backoff,
+                addr: inner.subscriber_addr.clone(),
             };
             let _guard = inner.runtime.enter();
             *task = Some(AbortOnDrop(subscriber.spawn()));
@@ -500,6 +529,28 @@ mod tests {
             reason(decode_record("k", fields("1", "{}", "1", "5"), -1)),
             CorruptRecord::WrongType(_)
         ));
+    }
+
+    #[test]
+    fn connect_rejects_a_bad_subscriber_backoff_before_dialling() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let bad = crate::Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(1),
+        };
+        // Port 1: nothing listens, so only validation can answer this fast.
+        let cfg = RedisConfig::new("redis://127.0.0.1:1").with_subscriber_backoff(bad);
+        match rt.block_on(RedisStore::connect(cfg)) {
+            Err(Error::InvalidInput(InvalidInput::Config(ConfigError::Invalid {
+                setting,
+                ..
+            }))) => assert_eq!(setting, "subscriber_backoff"),
+            Err(other) => panic!("expected a config error, got {other:?}"),
+            Ok(_) => panic!("connected with an invalid backoff"),
+        }
     }
 
     #[test]

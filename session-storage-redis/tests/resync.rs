@@ -1,8 +1,7 @@
 //! The change stream survives the server dropping its subscriber
-//! connection (`CLIENT KILL TYPE pubsub`) and signals a resync.
-//!
-//! Its own test binary: killing every pub/sub client on the server would
-//! disturb change-stream tests running in parallel in the same process.
+//! connection (`CLIENT KILL ADDR` of this store's subscriber only, so
+//! change-stream tests running in parallel on the same server are not
+//! disturbed) and signals `Down`, then a resync.
 
 mod common;
 
@@ -15,36 +14,33 @@ use session_core::{
     Change, ChangeStream, Metadata, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
 };
 
-async fn expect_resync(stream: &mut ChangeStream, what: &str) {
+async fn expect(stream: &mut ChangeStream, want: Change, what: &str) {
     let got = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             match stream.recv().await {
-                Some(Change::Resync) => return true,
+                Some(c @ (Change::Resync | Change::Down)) => return Some(c),
                 Some(_) => {}
-                None => return false,
+                None => return None,
             }
         }
     })
     .await;
-    assert_eq!(got, Ok(true), "no resync {what}");
+    assert_eq!(got, Ok(Some(want.clone())), "no {want:?} {what}");
 }
 
-/// `CLIENT KILL TYPE pubsub` on every node of the backend.
-async fn kill_pubsub<B: Backend>() -> i64 {
-    let mut killed = 0;
-    for url in B::node_urls() {
-        let client = redis::Client::open(url).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let n: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        killed += n;
-    }
-    killed
+async fn expect_resync(stream: &mut ChangeStream, what: &str) {
+    expect(stream, Change::Resync, what).await;
+}
+
+/// Ends the watcher's subscription: `Down` first, then `Resync`.
+async fn kill_and_expect<B: Backend>(
+    store: &session_storage_redis::RedisStore,
+    stream: &mut ChangeStream,
+    what: &str,
+) {
+    common::kill_subscriber::<B>(store).await;
+    expect(stream, Change::Down, what).await;
+    expect_resync(stream, what).await;
 }
 
 async fn resync_after_client_kill<B: Backend>(h: Arc<RedisHarness<B>>) {
@@ -54,9 +50,7 @@ async fn resync_after_client_kill<B: Backend>(h: Arc<RedisHarness<B>>) {
     let mut stream = watcher.changes().unwrap();
     expect_resync(&mut stream, "when the subscription first went live").await;
 
-    let killed = kill_pubsub::<B>().await;
-    assert!(killed >= 1, "no pub/sub client to kill");
-    expect_resync(&mut stream, "after CLIENT KILL TYPE pubsub").await;
+    kill_and_expect::<B>(&watcher, &mut stream, "after CLIENT KILL ADDR").await;
 
     // The re-established subscription delivers again.
     let id = SessionId::generate();
@@ -89,8 +83,7 @@ async fn resync_after_client_kill<B: Backend>(h: Arc<RedisHarness<B>>) {
 
     // Killing it repeatedly keeps producing resyncs.
     for _ in 0..2 {
-        kill_pubsub::<B>().await;
-        expect_resync(&mut stream, "after a repeated kill").await;
+        kill_and_expect::<B>(&watcher, &mut stream, "after a repeated kill").await;
     }
 }
 

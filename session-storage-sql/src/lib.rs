@@ -11,7 +11,8 @@
 //!   updates are compare-and-set and never create.
 //! - Postgres changes travel over `pg_notify` in the writing statement (or
 //!   batched right after commit, [`NotifyMode`]) and a reconnecting
-//!   listener that signals [`session_core::Change::Resync`] after any gap;
+//!   listener that signals [`session_core::Change::Down`] when it loses its
+//!   connection and [`session_core::Change::Resync`] once it listens again;
 //!   SQLite's change stream is local to the process.
 //! - A batched expired-row cleanup task ([`CleanupHandle`]).
 //!

@@ -2,10 +2,13 @@
 //! that `LISTEN`s on the store's channel and feeds a [`ChangeHub`].
 //!
 //! Payloads are `w:<version>:<id>` (created or updated) and `d:<id>`
-//! (deleted). After any gap (the connection dropped, was terminated, or a
-//! reconnect failed for a while) the task re-establishes `LISTEN` first and
-//! then publishes [`Change::Resync`], so a subscriber re-validates
-//! everything it caches and misses nothing written after the resync.
+//! (deleted). As soon as the task notices that its connection is gone
+//! (dropped, terminated), it publishes [`Change::Down`], before it
+//! reconnects: consumers probe from then on. It re-establishes `LISTEN`
+//! first (retrying with backoff) and then publishes [`Change::Resync`], so
+//! a subscriber re-validates everything it caches and misses nothing
+//! written after the resync. (sqlx's own reconnect inside `try_recv` is
+//! turned off: it would re-`LISTEN` before the task could say "down".)
 
 use std::time::Duration;
 
@@ -48,27 +51,28 @@ pub(crate) async fn start(
 
 async fn connect(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
+    // Report a loss to `run` instead of reconnecting inside `try_recv`.
+    listener.eager_reconnect(false);
     listener.listen(channel).await?;
     Ok(listener)
 }
 
 async fn run(pool: PgPool, mut listener: PgListener, channel: String, hub: ChangeHub) {
     loop {
-        match listener.try_recv().await {
-            Ok(Some(n)) => dispatch(&hub, n.payload()),
-            Ok(None) => {
-                // sqlx reconnected and re-ran LISTEN before returning.
-                tracing::warn!(%channel, "change listener reconnected; publishing resync");
-                hub.publish(Change::Resync);
+        let lost = loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => dispatch(&hub, n.payload()),
+                Ok(None) => break "connection closed".to_owned(),
+                Err(error) => break error.to_string(),
             }
-            Err(error) => {
-                tracing::warn!(%channel, %error, "change listener lost its connection; reconnecting");
-                drop(listener);
-                listener = reconnect(&pool, &channel).await;
-                tracing::info!(%channel, "change listener reconnected; publishing resync");
-                hub.publish(Change::Resync);
-            }
-        }
+        };
+        // Before reconnecting: changes may be missed from now on.
+        hub.publish(Change::Down);
+        tracing::warn!(%channel, reason = %lost, "change listener lost its connection; reconnecting");
+        drop(listener);
+        listener = reconnect(&pool, &channel).await;
+        tracing::info!(%channel, "change listener reconnected; publishing resync");
+        hub.publish(Change::Resync);
     }
 }
 

@@ -49,6 +49,11 @@ pub async fn round_trip<H: Harness>(h: Arc<H>) {
     assert_eq!(rec.version, Version::INITIAL);
     assert_eq!(rec.metadata, m);
     assert_eq!(s.version(&id).await.unwrap(), Some(Version::INITIAL));
+    assert_eq!(
+        s.peek(&id).await.unwrap(),
+        Some(rec),
+        "peek and load disagree"
+    );
     let empty = SessionId::generate();
     assert_eq!(
         s.create(&empty, &Metadata::new(), Ttl::Default)
@@ -126,6 +131,7 @@ pub async fn missing_id_everywhere<H: Harness>(h: Arc<H>) {
     let s = h.store(long()).await;
     let id = SessionId::generate();
     assert!(s.load(&id).await.unwrap().is_none());
+    assert!(s.peek(&id).await.unwrap().is_none());
     assert!(s.version(&id).await.unwrap().is_none());
     assert_eq!(
         s.update(&id, Version::INITIAL, &Metadata::new())
@@ -363,6 +369,58 @@ pub async fn touch_slides_expiry<H: Harness>(h: Arc<H>) {
     );
 }
 
+/// `peek` reads what `load` reads but never slides: a record peeked
+/// again and again still expires at its original deadline.
+///
+/// The record is peeked at 0.3, 0.6 and 0.9 ttl and checked at 1.2 ttl.
+/// "Gone at 1.2 ttl" holds however slow the machine is (time only moves
+/// forward); an attempt counts only if a slide by the last peek would
+/// still have kept the record alive at the check, so a peek that slid
+/// cannot pass unnoticed. The case fails, not passes, if no attempt
+/// could tell.
+pub async fn peek_does_not_slide_expiry<H: Harness>(h: Arc<H>) {
+    let t = h.ttl_unit();
+    let s = h.store(cfg(t)).await;
+    let m = md(&[("peeked", "yes")]);
+    for _ in 0..ATTEMPTS {
+        let id = SessionId::generate();
+        let before_create = h.now();
+        s.create(&id, &m, Ttl::Default).await.unwrap().unwrap();
+        let mut last_peek = before_create;
+        for step in 1..=3u32 {
+            h.sleep(t * 3 / 10).await;
+            last_peek = h.now();
+            let got = s.peek(&id).await.unwrap();
+            let after_peek = h.now();
+            // Surely live: the record was created after `before_create`.
+            if after_peek < before_create + t {
+                let rec = got.unwrap_or_else(|| panic!("peek {step} missed a live record"));
+                assert_eq!(rec.version, Version::INITIAL);
+                assert_eq!(rec.metadata, m);
+            }
+        }
+        h.sleep(t * 3 / 10).await;
+        let gone = s.version(&id).await.unwrap().is_none();
+        let after_check = h.now();
+        assert!(
+            gone,
+            "peek slid the expiry: the record outlived its original deadline"
+        );
+        assert!(
+            s.peek(&id).await.unwrap().is_none(),
+            "peek sees an expired record"
+        );
+        // Had the last peek slid, the record would have lived until at
+        // least `last_peek + t`: the check was decisive if it ended before.
+        if after_check + t / 20 < last_peek + t {
+            return;
+        }
+    }
+    panic!(
+        "peek_does_not_slide_expiry: no attempt was decisive in {ATTEMPTS} tries (machine too slow)"
+    );
+}
+
 /// Sliding never keeps a record past `max_lifetime` from creation.
 pub async fn max_lifetime_caps_sliding<H: Harness>(h: Arc<H>) {
     let t = h.ttl_unit();
@@ -436,6 +494,10 @@ pub async fn expired_record_invisible_to_every_method<H: Harness>(h: Arc<H>) {
     assert!(
         s.version(&id2).await.unwrap().is_none(),
         "version sees an expired record"
+    );
+    assert!(
+        s.peek(&id2).await.unwrap().is_none(),
+        "peek sees an expired record"
     );
     assert!(
         s.load(&id2).await.unwrap().is_none(),
@@ -634,6 +696,7 @@ pub async fn corrupt_record_reported_and_left_intact<H: Harness>(h: Arc<H>) {
         planted += 1;
         let before = h.raw(&id).await.expect("planted record is readable raw");
         assert_corrupt(&format!("load {kind:?}"), s.load(&id).await);
+        assert_corrupt(&format!("peek {kind:?}"), s.peek(&id).await);
         if kind.breaks_version() {
             assert_corrupt(&format!("version {kind:?}"), s.version(&id).await);
             assert_corrupt(
@@ -836,4 +899,119 @@ pub async fn change_stream_reports_other_handles_writes<H: Harness>(h: Arc<H>) {
         Some(Change::Deleted { id: id.clone() }),
         "delete through another handle not reported"
     );
+}
+
+/// Writes through `writer` until `stream` reports one (a subscription may
+/// take a moment to be live); returns the version last written.
+async fn write_until_seen<S: SessionStore>(
+    writer: &S,
+    stream: &mut crate::change::ChangeStream,
+    id: &SessionId,
+    mut version: Version,
+) -> Version {
+    for n in 1..=40 {
+        version = match writer
+            .update(id, version, &md(&[("n", &n.to_string())]))
+            .await
+            .unwrap()
+        {
+            Update::Applied(v) => v,
+            other => panic!("{other:?}"),
+        };
+        if next_change_for(stream, id, Duration::from_millis(250))
+            .await
+            .is_some()
+        {
+            return version;
+        }
+    }
+    panic!("the change stream never reported a write");
+}
+
+/// Waits for `want` (`Down` or `Resync`), skipping write events; panics
+/// on the other signal first, on the end of the stream, or after `within`.
+async fn expect_signal(
+    stream: &mut crate::change::ChangeStream,
+    want: &Change,
+    within: Duration,
+    what: &str,
+) {
+    let got = tokio::time::timeout(within, async {
+        loop {
+            match stream.recv().await {
+                Some(c @ (Change::Down | Change::Resync)) => return Some(c),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await;
+    match got {
+        Ok(Some(c)) if &c == want => {}
+        Ok(Some(c)) => panic!("{what}: expected {want:?}, got {c:?} first"),
+        Ok(None) => panic!("{what}: the change stream ended"),
+        Err(elapsed) => panic!("{what}: no {want:?} within {within:?} ({elapsed})"),
+    }
+}
+
+/// When the connection behind a change stream is cut, the stream says
+/// [`Change::Down`] first (as soon as the store notices, before it
+/// reconnects), then [`Change::Resync`] once it listens again, and a write
+/// made after the resync is delivered. Twice, so each gap gets its own
+/// `Down`. Stores whose stream cannot lose a connection (the harness's
+/// `interrupt_changes` says `false`) skip the case.
+pub async fn change_stream_signals_down_then_resync<H: Harness>(h: Arc<H>) {
+    let watcher = h.store(long()).await;
+    let writer = h.store(long()).await;
+    let mut stream = watcher.changes().expect("store has a change stream");
+    let id = SessionId::generate();
+    writer
+        .create(&id, &md(&[("n", "0")]), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut version = write_until_seen(&writer, &mut stream, &id, Version::INITIAL).await;
+    for round in 1..=2 {
+        // Drain what the live stream already delivered (an initial
+        // `Resync`, write events) so only the interruption's signals count.
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.recv()).await
+        {}
+        if !h.interrupt_changes(&watcher).await {
+            eprintln!("change stream loss: this store's stream cannot be interrupted; skipped");
+            return;
+        }
+        expect_signal(
+            &mut stream,
+            &Change::Down,
+            Duration::from_secs(10),
+            &format!("round {round}: after the connection was cut"),
+        )
+        .await;
+        expect_signal(
+            &mut stream,
+            &Change::Resync,
+            Duration::from_secs(20),
+            &format!("round {round}: after the Down"),
+        )
+        .await;
+        // Listening again: the next write is delivered without retries.
+        version = match writer
+            .update(&id, version, &md(&[("round", &round.to_string())]))
+            .await
+            .unwrap()
+        {
+            Update::Applied(v) => v,
+            other => panic!("{other:?}"),
+        };
+        loop {
+            match next_change_for(&mut stream, &id, Duration::from_secs(10)).await {
+                Some(Change::Written { version: got, .. }) if got == version => break,
+                Some(Change::Written { .. }) => {}
+                other => panic!(
+                    "round {round}: the write at {version} after the resync was not delivered: {other:?}"
+                ),
+            }
+        }
+    }
 }

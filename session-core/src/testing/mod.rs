@@ -104,6 +104,17 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// storage) — the case then skips that kind.
     async fn plant(&self, id: &SessionId, kind: Corruption) -> bool;
 
+    /// Cuts the connection behind `store`'s change stream from the server
+    /// side, as a network failure or a server restart would, touching no
+    /// other client (tests run in parallel on one server). Called only
+    /// once the stream is live. `false` if this store's stream cannot lose
+    /// a connection (an in-process hub) or the harness cannot cut it: the
+    /// change-stream-loss case then checks nothing.
+    async fn interrupt_changes(&self, store: &Self::Store) -> bool {
+        let _ = store;
+        false
+    }
+
     /// The raw stored bytes of `id`'s record (content only, not expiry), to
     /// check that a failing call left it intact.
     async fn raw(&self, id: &SessionId) -> Option<String>;
@@ -165,6 +176,7 @@ macro_rules! store_contract_tests {
             delete_is_idempotent,
             load_slides_expiry_version_does_not,
             touch_slides_expiry,
+            peek_does_not_slide_expiry,
             max_lifetime_caps_sliding,
             expired_record_invisible_to_every_method,
             custom_ttl_until_first_update,
@@ -174,6 +186,7 @@ macro_rules! store_contract_tests {
             scan_sees_every_live_session_under_churn,
             scan_rejects_zero_limit,
             change_stream_reports_other_handles_writes,
+            change_stream_signals_down_then_resync,
         );
     };
 }

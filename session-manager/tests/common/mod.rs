@@ -56,6 +56,7 @@ impl Yielder {
 pub struct TestSession {
     pub serial: u64,
     pub node: String,
+    pub id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,17 @@ pub struct TestFactory {
     pub fail_builds: Arc<AtomicBool>,
     /// Checks, at close time, that no cache lock is held (set after build).
     pub lock_probe: Arc<OnceLock<Box<dyn Fn() -> bool + Send + Sync>>>,
+    /// Every close sleeps a random time in `0..=close_jitter` (seeded).
+    pub close_jitter: Duration,
+    /// Closes of these session ids sleep `slow_close_delay` first.
+    pub slow_close: Arc<Mutex<HashSet<String>>>,
+    pub slow_close_delay: Duration,
+    /// Every close sleeps this long first.
+    pub close_delay: Duration,
+    /// Closes panic (after the delays) while set.
+    pub close_panics: Arc<AtomicBool>,
+    pub close_panicked: Arc<AtomicUsize>,
+    rng: Arc<Mutex<Rng>>,
 }
 
 impl TestFactory {
@@ -122,6 +134,13 @@ impl TestFactory {
             yielder: Yielder::default(),
             fail_builds: Arc::new(AtomicBool::new(false)),
             lock_probe: Arc::new(OnceLock::new()),
+            close_jitter: Duration::ZERO,
+            slow_close: Arc::default(),
+            slow_close_delay: Duration::ZERO,
+            close_delay: Duration::ZERO,
+            close_panics: Arc::default(),
+            close_panicked: Arc::default(),
+            rng: Arc::new(Mutex::new(Rng::new(node.len() as u64))),
         }
     }
 }
@@ -156,12 +175,29 @@ impl SessionFactory for TestFactory {
             Arc::new(TestSession {
                 serial,
                 node: self.node.clone(),
+                id: snapshot.id.to_string(),
             }),
             md,
         ))
     }
 
     async fn close(&self, session: Self::Session) {
+        self.yielder.pause(3).await;
+        if !self.close_delay.is_zero() {
+            tokio::time::sleep(self.close_delay).await;
+        }
+        if !self.close_jitter.is_zero() {
+            let max = u64::try_from(self.close_jitter.as_micros()).unwrap();
+            let us = self.rng.lock().unwrap().below(max + 1);
+            tokio::time::sleep(Duration::from_micros(us)).await;
+        }
+        if self.slow_close.lock().unwrap().contains(&session.id) {
+            tokio::time::sleep(self.slow_close_delay).await;
+        }
+        if self.close_panics.load(Ordering::SeqCst) {
+            self.close_panicked.fetch_add(1, Ordering::SeqCst);
+            panic!("test factory: close panics");
+        }
         if let Some(probe) = self.lock_probe.get()
             && !probe()
         {
@@ -181,6 +217,7 @@ impl SessionFactory for TestFactory {
 pub struct Calls {
     pub create: AtomicUsize,
     pub load: AtomicUsize,
+    pub peek: AtomicUsize,
     pub version: AtomicUsize,
     pub update: AtomicUsize,
     pub touch: AtomicUsize,
@@ -193,6 +230,7 @@ impl Calls {
         [
             &self.create,
             &self.load,
+            &self.peek,
             &self.version,
             &self.update,
             &self.touch,
@@ -213,6 +251,9 @@ pub struct TestStore {
     pub fail: Arc<AtomicBool>,
     pub yielder: Yielder,
     pub delay: Duration,
+    /// Reads (`load`, `peek`, `version`) reach storage at once, then their
+    /// reply is held back this long.
+    pub reply_delay: Duration,
     /// When set, `changes()` subscribes to this hub instead of the inner
     /// store's (take it out to end the stream).
     pub hub: Option<Arc<Mutex<Option<session_core::ChangeHub>>>>,
@@ -226,6 +267,7 @@ impl TestStore {
             fail: Arc::default(),
             yielder: Yielder::default(),
             delay: Duration::ZERO,
+            reply_delay: Duration::ZERO,
             hub: None,
         }
     }
@@ -240,6 +282,13 @@ impl TestStore {
             return Err(session_core::Error::unavailable("injected outage"));
         }
         Ok(())
+    }
+
+    async fn replied(&self) {
+        self.yielder.pause(2).await;
+        if !self.reply_delay.is_zero() {
+            tokio::time::sleep(self.reply_delay).await;
+        }
     }
 }
 
@@ -259,13 +308,19 @@ impl SessionStore for TestStore {
     async fn load(&self, id: &SessionId) -> session_core::Result<Option<Record>> {
         self.enter(&self.calls.load).await?;
         let r = self.inner.load(id).await;
-        self.yielder.pause(2).await;
+        self.replied().await;
+        r
+    }
+    async fn peek(&self, id: &SessionId) -> session_core::Result<Option<Record>> {
+        self.enter(&self.calls.peek).await?;
+        let r = self.inner.peek(id).await;
+        self.replied().await;
         r
     }
     async fn version(&self, id: &SessionId) -> session_core::Result<Option<Version>> {
         self.enter(&self.calls.version).await?;
         let r = self.inner.version(id).await;
-        self.yielder.pause(2).await;
+        self.replied().await;
         r
     }
     async fn update(

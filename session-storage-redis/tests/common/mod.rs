@@ -218,6 +218,45 @@ impl<B: Backend> Harness for RedisHarness<B> {
     async fn raw(&self, id: &SessionId) -> Option<String> {
         raw_dump(&self.raw, &self.key(id)).await
     }
+
+    async fn interrupt_changes(&self, store: &RedisStore) -> bool {
+        kill_subscriber::<B>(store).await;
+        true
+    }
+}
+
+/// Ends `store`'s change subscription from the server side with `CLIENT
+/// KILL ADDR` (its connection only: other tests' subscribers on the same
+/// server are untouched). Waits for the subscription to be live first.
+pub async fn kill_subscriber<B: Backend>(store: &RedisStore) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let addr = loop {
+        if let Some(addr) = store.change_subscriber_addr() {
+            break addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change subscription never went live"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut killed = 0;
+    for url in B::node_urls() {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let n: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ADDR")
+            .arg(addr.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        killed += n;
+    }
+    assert_eq!(
+        killed, 1,
+        "CLIENT KILL ADDR {addr} matched {killed} clients"
+    );
 }
 
 /// Writes a corrupt record of `kind` at `key` (expiring in 10 minutes, in

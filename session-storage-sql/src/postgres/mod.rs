@@ -201,6 +201,24 @@ impl PostgresStore {
     }
 }
 
+/// The row read `load` and `peek` share: the live row decoded (by the
+/// shared [`error::record`]), and whether the slide throttle's window has
+/// passed. Writes nothing.
+async fn read(inner: &Inner, id: &SessionId) -> Result<Option<(Record, bool)>> {
+    let row = sqlx::query(inner.sql.load.clone())
+        .bind(id.as_str())
+        .bind(inner.max_ms)
+        .bind(inner.fraction)
+        .fetch_optional(&inner.pool)
+        .await
+        .map_err(|e| inner.err(e))?;
+    let Some(row) = row else { return Ok(None) };
+    let v: i64 = row.try_get(0).map_err(|e| inner.err(e))?;
+    let md: &str = row.try_get(1).map_err(|e| inner.err(e))?;
+    let stale: bool = row.try_get(2).map_err(|e| inner.err(e))?;
+    Ok(Some((error::record(id.as_str(), v, md)?, stale)))
+}
+
 async fn purge(inner: &Inner, batch: u32) -> Result<u64> {
     sqlx::query(inner.sql.purge.clone())
         .bind(i64::from(batch.max(1)))
@@ -237,18 +255,9 @@ impl SessionStore for PostgresStore {
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         let inner = &*self.inner;
-        let row = sqlx::query(inner.sql.load.clone())
-            .bind(id.as_str())
-            .bind(inner.max_ms)
-            .bind(inner.fraction)
-            .fetch_optional(&inner.pool)
-            .await
-            .map_err(|e| inner.err(e))?;
-        let Some(row) = row else { return Ok(None) };
-        let v: i64 = row.try_get(0).map_err(|e| inner.err(e))?;
-        let md: &str = row.try_get(1).map_err(|e| inner.err(e))?;
-        let stale: bool = row.try_get(2).map_err(|e| inner.err(e))?;
-        let record = error::record(id.as_str(), v, md)?;
+        let Some((record, stale)) = read(inner, id).await? else {
+            return Ok(None);
+        };
         if stale {
             // Once per throttle window per session: the statement re-checks
             // liveness and the window, so a concurrent slide, update or
@@ -262,6 +271,11 @@ impl SessionStore for PostgresStore {
                 .map_err(|e| inner.err(e))?;
         }
         Ok(Some(record))
+    }
+
+    async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
+        // `load`'s row read, never its slide.
+        Ok(read(&self.inner, id).await?.map(|(record, _)| record))
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {

@@ -196,6 +196,25 @@ impl SqliteStore {
         })
     }
 
+    /// The row read `load` and `peek` share: the live row decoded (by the
+    /// shared [`error::record`]), and whether the slide throttle's window
+    /// has passed. Writes nothing.
+    async fn read(&self, id: &SessionId) -> Result<Option<(Record, bool)>> {
+        let sh = &*self.shared;
+        let row = sqlx::query(sh.sql.load.clone())
+            .bind(id.as_str())
+            .bind(self.max_ms)
+            .bind(sh.fraction)
+            .fetch_optional(&sh.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(row) = row else { return Ok(None) };
+        let v: i64 = row.try_get(0).map_err(|e| self.err(e))?;
+        let md: &str = row.try_get(1).map_err(|e| self.err(e))?;
+        let stale: bool = row.try_get(2).map_err(|e| self.err(e))?;
+        Ok(Some((error::record(id.as_str(), v, md)?, stale)))
+    }
+
     fn err(&self, e: sqlx::Error) -> Error {
         sqlite_err(e, self.shared.busy_timeout)
     }
@@ -255,18 +274,9 @@ impl SessionStore for SqliteStore {
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         let sh = &*self.shared;
-        let row = sqlx::query(sh.sql.load.clone())
-            .bind(id.as_str())
-            .bind(self.max_ms)
-            .bind(sh.fraction)
-            .fetch_optional(&sh.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        let Some(row) = row else { return Ok(None) };
-        let v: i64 = row.try_get(0).map_err(|e| self.err(e))?;
-        let md: &str = row.try_get(1).map_err(|e| self.err(e))?;
-        let stale: bool = row.try_get(2).map_err(|e| self.err(e))?;
-        let record = error::record(id.as_str(), v, md)?;
+        let Some((record, stale)) = self.read(id).await? else {
+            return Ok(None);
+        };
         if stale {
             // Re-checked in the statement: a concurrent slide or delete
             // makes this a no-op.
@@ -279,6 +289,11 @@ impl SessionStore for SqliteStore {
                 .map_err(|e| self.err(e))?;
         }
         Ok(Some(record))
+    }
+
+    async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
+        // `load`'s row read, never its slide.
+        Ok(self.read(id).await?.map(|(record, _)| record))
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {

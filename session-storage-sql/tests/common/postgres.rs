@@ -218,4 +218,21 @@ impl Harness for PgHarness {
     fn ttl_unit(&self) -> Duration {
         Duration::from_secs(2)
     }
+
+    async fn interrupt_changes(&self, store: &PostgresStore) -> bool {
+        // The listener's connection is named after its schema and table
+        // (`vmcp-listen:<schema>.<table>`), and the schema is this
+        // harness's own: no other test's connection matches.
+        let name = format!("vmcp-listen:{}.{}", store.schema(), store.table());
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = left($1, 63) AND pid <> pg_backend_pid()) AS t",
+        )
+        .bind(name)
+        .fetch_one(&self.admin)
+        .await
+        .expect("pg_terminate_backend");
+        assert!(killed >= 1, "no listener connection to terminate");
+        true
+    }
 }
