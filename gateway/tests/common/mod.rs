@@ -49,12 +49,23 @@ impl Cluster {
         policy: ValidationPolicy,
         tweak: impl Fn(&mut Config),
     ) -> Self {
+        Self::start_on2(store.clone(), store, policy, tweak).await
+    }
+
+    /// Two nodes with their own store handles (as separate pods have).
+    pub async fn start_on2(
+        store: Arc<dyn SessionStore>,
+        store_b: Arc<dyn SessionStore>,
+        policy: ValidationPolicy,
+        tweak: impl Fn(&mut Config),
+    ) -> Self {
+        logs();
         let math = DemoBackend::start("math", any()).await.unwrap();
         let text = DemoBackend::start("text", any()).await.unwrap();
         let mut cfg = config(&math, &text, policy);
         tweak(&mut cfg);
         let a = node::start(cfg.clone(), store.clone(), None).await.unwrap();
-        let b = node::start(cfg, store.clone(), None).await.unwrap();
+        let b = node::start(cfg, store_b, None).await.unwrap();
         Self {
             math,
             text,
