@@ -37,6 +37,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Store URL (`memory://`, `redis://`, `postgres://`, `sqlite://PATH`).
     pub store: String,
+    /// Redis key prefix (ends with `:`) or Postgres schema; `None`: the store's default.
+    pub store_prefix: Option<String>,
     /// The manager's validation policy (`None`: the manager's default).
     pub policy: Option<ValidationPolicy>,
     /// Backends, sorted by name.
@@ -56,6 +58,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: "memory://".to_owned(),
+            store_prefix: None,
             policy: None,
             backends: Vec::new(),
             tokens: BTreeMap::new(),
@@ -110,6 +113,7 @@ fn bad(what: &'static str, value: impl Into<String>, why: impl std::fmt::Display
 struct FileConfig {
     listen: Option<String>,
     store: Option<String>,
+    store_prefix: Option<String>,
     policy: Option<String>,
     max_body_bytes: Option<usize>,
     forbidden_status: Option<u16>,
@@ -141,6 +145,7 @@ impl Config {
         if let Some(store) = file.store {
             cfg.store = store;
         }
+        cfg.store_prefix = file.store_prefix;
         if let Some(policy) = file.policy {
             cfg.policy = Some(parse_policy(&policy)?);
         }
@@ -216,6 +221,35 @@ impl Config {
         }
         self.forbidden_status = status;
         Ok(())
+    }
+}
+
+/// Opens the store `url` names, with `prefix` as the Redis key prefix or
+/// the Postgres schema (`None`: the store's default).
+pub async fn connect_store(
+    url: &str,
+    prefix: Option<&str>,
+) -> Result<std::sync::Arc<dyn session_core::SessionStore>, Box<dyn std::error::Error + Send + Sync>>
+{
+    let Some(prefix) = prefix else {
+        return Ok(session_manager::connect(url).await?);
+    };
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    match scheme {
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let cfg = session_manager::RedisConfig::new(url).with_prefix(prefix)?;
+            Ok(std::sync::Arc::new(session_manager::RedisStore::connect(cfg).await?))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            let cfg = session_manager::PostgresConfig::new(url).schema(prefix);
+            Ok(std::sync::Arc::new(session_manager::PostgresStore::connect(cfg).await?))
+        }
+        _ => Err(format!(
+            "store_prefix {prefix:?} applies to redis:// and postgres:// stores (with the matching feature), not {url:?}"
+        )
+        .into()),
     }
 }
 

@@ -2,7 +2,7 @@
 //! `counter` whose value lives in the backend session (so continuity
 //! across gateway nodes is visible), plus a test-only way to make a
 //! backend forget its sessions (`POST /admin/forget`) and to count them
-//! (`GET /admin/sessions`).
+//! (`GET /admin/sessions` lists the open session ids).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -173,8 +173,17 @@ async fn forget(State(s): State<Arc<LocalSessionManager>>) -> String {
     format!("{}\n", forget_all(&s).await)
 }
 
+/// The open session ids, one per line.
 async fn count(State(s): State<Arc<LocalSessionManager>>) -> String {
-    format!("{}\n", s.sessions.read().await.len())
+    let mut ids: Vec<String> = s
+        .sessions
+        .read()
+        .await
+        .keys()
+        .map(|k| format!("{k}\n"))
+        .collect();
+    ids.sort();
+    ids.concat()
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -227,7 +236,7 @@ pub async fn run(
     tour: bool,
     recorder: Option<crate::metrics::Render>,
 ) -> Result<(), BoxError> {
-    let store = session_manager::connect(&cfg.store).await?;
+    let store = crate::config::connect_store(&cfg.store, cfg.store_prefix.as_deref()).await?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let math = DemoBackend::start("math", loopback).await?;
     let text = DemoBackend::start("text", loopback).await?;

@@ -11,9 +11,10 @@ const USAGE: &str = "\
 usage:
   session-gateway --demo [--tour] [--store URL]
   session-gateway [--config FILE] [--backend NAME=URL]... [--listen ADDR] [--store URL]
-                  [--policy push|every-access|bounded:DURATION]
+                  [--store-prefix P] [--policy push|every-access|bounded:DURATION]
   session-gateway sessions list|show ID|terminate ID|expire-backend ID NAME|evict-backend NAME
-                  [--store URL] [--json] [--show-values]
+                  [--store URL] [--store-prefix P] [--json] [--show-values]
+  session-gateway demo-backend math|text [--listen ADDR]
 
 Store URLs: memory:// (default), redis://HOST:PORT, postgres://USER@HOST/DB, sqlite://PATH.
 Logs: RUST_LOG (default info,rmcp=warn).";
@@ -43,12 +44,14 @@ fn main() -> ExitCode {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(args: Vec<String>) -> Result<(), BoxError> {
-    if args.first().map(String::as_str) == Some("sessions") {
-        return admin::run(&args[1..]).await;
+    match args.first().map(String::as_str) {
+        Some("sessions") => return admin::run(&args[1..]).await,
+        Some("demo-backend") => return demo_backend(&args[1..]).await,
+        _ => {}
     }
     let mut cfg: Option<Config> = None;
     let mut backends = Vec::new();
-    let (mut listen, mut store, mut policy) = (None, None, None);
+    let (mut listen, mut store, mut policy, mut prefix) = (None, None, None, None);
     let (mut demo_mode, mut tour) = (false, false);
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -63,6 +66,7 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
             "--backend" => backends.push(value("--backend")?),
             "--listen" => listen = Some(parse_listen(&value("--listen")?)?),
             "--store" => store = Some(value("--store")?),
+            "--store-prefix" => prefix = Some(value("--store-prefix")?),
             "--policy" => policy = Some(parse_policy(&value("--policy")?)?),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -84,6 +88,9 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
     if let Some(s) = store {
         cfg.store = s;
     }
+    if prefix.is_some() {
+        cfg.store_prefix = prefix;
+    }
     if policy.is_some() {
         cfg.policy = policy;
     }
@@ -96,12 +103,32 @@ async fn run(args: Vec<String>) -> Result<(), BoxError> {
             format!("no backends: give --backend NAME=URL or a --config file\n\n{USAGE}").into(),
         );
     }
-    let store = session_manager::connect(&cfg.store).await?;
+    let store =
+        session_gateway::config::connect_store(&cfg.store, cfg.store_prefix.as_deref()).await?;
     let running = node::start(cfg, store, recorder).await?;
     println!("session-gateway listening on {}", running.url());
     shutdown_signal().await;
     eprintln!("shutting down: closing every live session of this node");
     running.shutdown().await;
+    Ok(())
+}
+
+/// `demo-backend NAME [--listen ADDR]`: one demo backend as its own process
+/// (for end-to-end runs with separate gateway processes).
+async fn demo_backend(args: &[String]) -> Result<(), BoxError> {
+    let name: &'static str = match args.first().map(String::as_str) {
+        Some("math") => "math",
+        Some("text") => "text",
+        _ => return Err("usage: session-gateway demo-backend math|text [--listen ADDR]".into()),
+    };
+    let listen = match args.get(1).map(String::as_str) {
+        Some("--listen") => parse_listen(args.get(2).ok_or("--listen needs a value")?)?,
+        _ => parse_listen("127.0.0.1:0")?,
+    };
+    let backend = demo::DemoBackend::start(name, listen).await?;
+    println!("demo backend {name} listening on {}", backend.url());
+    shutdown_signal().await;
+    backend.stop().await;
     Ok(())
 }
 

@@ -1,9 +1,9 @@
 //! The Python `mcp` SDK (a client we did not write) across two gateway nodes.
 //!
-//! Needs a Python with `mcp==2.3.0`: `GATEWAY_TEST_PYTHON=/path/to/python`
-//! (`.ci/run` installs one into `target/py-mcp`, which is also found
-//! without the variable). Without either the test is skipped with a
-//! message; with the variable set, a missing interpreter is a failure.
+//! Needs a Python with `mcp==2.3.0`: `GATEWAY_TEST_PYTHON=/path/to/python`,
+//! else `target/py-mcp/bin/python` (`cargo xtask test` and `.ci/run`
+//! install it there). Without one the test fails and says how to provide
+//! one; `GATEWAY_TEST_PYTHON=skip` skips it explicitly.
 
 mod common;
 
@@ -14,24 +14,31 @@ use common::*;
 use session_core::{Binding, MemoryStore, SessionStore, StoreConfig};
 use session_manager::ValidationPolicy;
 
+const HOWTO: &str = "python3 -m venv target/py-mcp && target/py-mcp/bin/pip install mcp==2.3.0 (cargo xtask test does this), or set GATEWAY_TEST_PYTHON=/path/to/python with mcp==2.3.0 (GATEWAY_TEST_PYTHON=skip skips this test)";
+
+/// The interpreter to use; `None` when explicitly skipped.
 fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("GATEWAY_TEST_PYTHON") {
-        return Some(p.into());
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py-mcp/bin/python");
-    let ok = Command::new(&local)
+    let chosen = match std::env::var("GATEWAY_TEST_PYTHON") {
+        Ok(p) if p == "skip" => return None,
+        Ok(p) => PathBuf::from(p),
+        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py-mcp/bin/python"),
+    };
+    let ok = Command::new(&chosen)
         .args(["-c", "import mcp"])
         .output()
         .is_ok_and(|o| o.status.success());
-    ok.then_some(local)
+    assert!(
+        ok,
+        "no Python with the mcp SDK at {}: {HOWTO}",
+        chosen.display()
+    );
+    Some(chosen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_default_client_gets_a_session_and_uses_it_across_nodes() {
     let Some(py) = python() else {
-        eprintln!(
-            "SKIPPED: no Python with mcp==2.3.0 (set GATEWAY_TEST_PYTHON or run: python3 -m venv target/py-mcp && target/py-mcp/bin/pip install mcp==2.3.0)"
-        );
+        eprintln!("SKIPPED by GATEWAY_TEST_PYTHON=skip");
         return;
     };
     logs();

@@ -2,9 +2,14 @@
 
 usage: e2e_client.py NODE_A_URL NODE_B_URL MATH_BACKEND_BASE_URL OWNER_TOKEN OTHER_TOKEN
 
-Exits 0 when every check held; prints one line per step.
+Exits 0 when every check held; prints one line per step. With SESSIONS_SHOW set (a JSON
+list: the `session-gateway sessions show --json --show-values ...` command without the
+id), it also checks that storage names the backend session the backend has open.
 """
 
+import json
+import os
+import subprocess
 import sys
 
 import anyio
@@ -94,6 +99,15 @@ async def main() -> None:
                 check(text(await on_b.call_tool("math__counter", {})) == "1", "healed on B: new backend session -> 1")
                 check(text(await client.call_tool("math__counter", {})) == "2", "node A uses the same new backend session -> 2")
                 check(text(await client.call_tool("text__counter", {})) == "1", "the other backend was untouched")
+                async with httpx2.AsyncClient() as raw:
+                    open_math = (await raw.get(f"{MATH}/admin/sessions")).text.split()
+                check(len(open_math) == 1, "one math backend session open (no duplicate)")
+                show = os.environ.get("SESSIONS_SHOW")
+                if show:
+                    # Storage names that same backend session (the operator CLI).
+                    out = subprocess.run([*json.loads(show), sid], capture_output=True, text=True, check=True).stdout
+                    stored = {b["name"]: b["session"] for b in json.loads(out)["backends"]}
+                    check(stored["math"] == open_math[0], f"sessions show: math backend session {stored['math'][:8]}... is the open one")
 
                 # DELETE through node B; node A answers 404 at once.
                 async with httpx2.AsyncClient() as raw:
@@ -105,6 +119,8 @@ async def main() -> None:
                         json={"jsonrpc": "2.0", "id": 97, "method": "tools/list"},
                     )
                     check(r.status_code == 404, f"node A answers {r.status_code} after DELETE on B")
+                    left = (await raw.get(f"{MATH}/admin/sessions")).text.split()
+                    check(left == [], "no math backend session left open")
                 try:
                     await client.call_tool("math__counter", {})
                     check(False, "the SDK client on A sees the session gone")
