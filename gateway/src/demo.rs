@@ -395,7 +395,7 @@ async fn run_tour(
     let healed = keys::backend_session(&store.peek(&id).await?.ok_or("no record")?.metadata, &w)
         .map(str::to_owned);
     println!(
-        "   math__counter on B -> {c3}: node B called notify_backend_expired, re-initialized math and recorded the new backend session by CAS"
+        "   math__counter on B -> {c3}: node B expired the backend session, re-initialized math and recorded the new backend session by CAS"
     );
     println!("   {}", describe(store, &id).await);
     check(
