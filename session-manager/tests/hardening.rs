@@ -537,7 +537,7 @@ async fn storage_that_goes_backwards_is_accepted_once_confirmed() {
         .create(&id, &backends(&["github"]), Ttl::Default)
         .await
         .unwrap();
-    replica
+    let rewound = replica
         .update(
             &id,
             Version::INITIAL,
@@ -545,6 +545,7 @@ async fn storage_that_goes_backwards_is_accepted_once_confirmed() {
         )
         .await
         .unwrap();
+    assert_eq!(rewound, Update::Applied(Version::new(2)));
     *failover.0.write().unwrap() = replica;
     assert_eq!(m.get(&id).await.unwrap().version(), Version::new(2));
     let state = m.cached(&id).expect("cached");

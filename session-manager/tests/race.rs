@@ -43,29 +43,47 @@ fn policy(rng: &mut Rng) -> ValidationPolicy {
 }
 
 async fn schedule(seed: u64, url: Option<&str>) {
+    let isolated = url.map(common::Isolated::new);
+    schedule_on(seed, isolated.as_ref()).await;
+    if let Some(iso) = isolated {
+        iso.cleanup().await;
+    }
+}
+
+async fn schedule_on(seed: u64, iso: Option<&common::Isolated>) {
+    let real_server = iso.is_some();
     let mut rng = Rng::new(seed);
     let yielder = Yielder::seeded(seed.wrapping_mul(31).wrapping_add(7));
     let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
     let counters = Arc::new(Counters::default());
     let nodes_n = 2 + usize::from(rng.below(2) == 1);
     let policies: Vec<ValidationPolicy> = (0..nodes_n).map(|_| policy(&mut rng)).collect();
+    let slow_closes = rng.below(4) == 0;
+    // Capacity pressure in some schedules: each node caches a filler
+    // session, so restoring the raced one evicts.
+    let pressure = rng.below(3) == 0;
+    let capacity = if pressure { 1 } else { 10_000 };
     let mut nodes = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         // One handle per node: separate connections on a real server.
-        let handle = match url {
+        let handle = match iso {
             None => memory.clone(),
-            Some(url) => session_manager::connect(url)
-                .await
-                .expect("connect to the test store"),
+            Some(iso) => iso.handle().await,
         };
         let mut store = TestStore::new(handle);
         store.yielder = yielder.clone();
         let mut factory = TestFactory::new(&counters, &format!("n{i}"));
         factory.yielder = yielder.clone();
         factory.fresh_backend_ids = rng.below(2) == 0;
+        // Slow closes (random, up to 10 ms) in some schedules: a close must
+        // never hold a restore's slot open.
+        if slow_closes {
+            factory.close_jitter = Duration::from_millis(10);
+        }
         nodes.push(
             SessionManager::builder(Arc::new(store), factory)
                 .policy(*p)
+                .capacity(capacity)
                 .cas_backoff(Duration::ZERO)
                 .cas_retries(64)
                 .build(),
@@ -78,10 +96,15 @@ async fn schedule(seed: u64, url: Option<&str>) {
         .id()
         .clone();
     for n in &nodes {
+        if pressure {
+            let filler = nodes[0].create(backends(&["github"])).await.unwrap();
+            n.get(filler.id()).await.unwrap();
+        }
         if rng.below(2) == 0 {
             n.get(&id).await.unwrap();
         }
     }
+    let terminator = usize::try_from(rng.below(nodes_n as u64)).unwrap();
 
     let mut ops: Vec<Op> = (0..4 + rng.below(6))
         .map(|_| {
@@ -94,10 +117,7 @@ async fn schedule(seed: u64, url: Option<&str>) {
         })
         .collect();
     let at = usize::try_from(rng.below(ops.len() as u64 + 1)).unwrap();
-    ops.insert(
-        at,
-        Op::Terminate(usize::try_from(rng.below(nodes_n as u64)).unwrap()),
-    );
+    ops.insert(at, Op::Terminate(terminator));
 
     let clock = Arc::new(AtomicU64::new(0));
     let acked_at = Arc::new(AtomicU64::new(u64::MAX));
@@ -171,6 +191,11 @@ async fn schedule(seed: u64, url: Option<&str>) {
             Op::Get(n) if policies[n] == ValidationPolicy::EveryAccess => {
                 panic!("{ctx}: get on node {n} after terminate returned the session ({d:?})")
             }
+            // Under every policy, the node that terminated never serves it
+            // again.
+            Op::Get(n) if n == terminator => {
+                panic!("{ctx}: node {n} served the session it terminated ({d:?})")
+            }
             Op::Get(_) | Op::Terminate(_) => {}
             // Under every policy no later write succeeds.
             Op::Update(_) | Op::Notify(_) => {
@@ -201,7 +226,7 @@ async fn schedule(seed: u64, url: Option<&str>) {
         loop {
             match node.get(&id).await {
                 Err(Error::NotFound { .. }) => break,
-                other if url.is_none() || std::time::Instant::now() > deadline => panic!(
+                other if !real_server || std::time::Instant::now() > deadline => panic!(
                     "{ctx}: node {n} ({:?}) still serves the terminated session: {other:?}",
                     policies[n]
                 ),

@@ -9,16 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Counters, TestFactory, TestStore, backends, counter, eventually, url, workload};
+use common::{
+    Counters, Isolated, TestFactory, TestStore, backends, counter, eventually, url, workload,
+};
 use session_core::{SessionStore, keys};
 use session_manager::{BackendExpiry, Error, SessionManager, ValidationPolicy};
 
-/// One store handle per node, as separate pods would have.
-async fn handle(url: &str) -> Arc<dyn SessionStore> {
-    session_manager::connect(url)
-        .await
-        .expect("connect to the test store")
-}
 
 fn node(
     store: Arc<dyn SessionStore>,
@@ -33,16 +29,16 @@ fn node(
         .build()
 }
 
-async fn cross_node_every_access(url: &str) {
+async fn cross_node_every_access(iso: &Isolated) {
     let counters = Arc::new(Counters::default());
     let a = node(
-        handle(url).await,
+        iso.handle().await,
         &counters,
         "a",
         ValidationPolicy::EveryAccess,
     );
     let b = node(
-        handle(url).await,
+        iso.handle().await,
         &counters,
         "b",
         ValidationPolicy::EveryAccess,
@@ -77,10 +73,10 @@ async fn cross_node_every_access(url: &str) {
     counters.assert_balanced();
 }
 
-async fn push_propagation(url: &str) {
+async fn push_propagation(iso: &Isolated) {
     let counters = Arc::new(Counters::default());
-    let a = node(handle(url).await, &counters, "a", ValidationPolicy::Push);
-    let b = node(handle(url).await, &counters, "b", ValidationPolicy::Push);
+    let a = node(iso.handle().await, &counters, "a", ValidationPolicy::Push);
+    let b = node(iso.handle().await, &counters, "b", ValidationPolicy::Push);
     let mut delays = Vec::new();
     for _ in 0..5 {
         let id = a
@@ -115,16 +111,16 @@ async fn push_propagation(url: &str) {
     counters.assert_balanced();
 }
 
-async fn single_flight(url: &str) {
+async fn single_flight(iso: &Isolated) {
     let counters = Arc::new(Counters::default());
     let a = node(
-        handle(url).await,
+        iso.handle().await,
         &counters,
         "a",
         ValidationPolicy::EveryAccess,
     );
     let id = a.create(backends(&["github"])).await.unwrap().id().clone();
-    let store = TestStore::new(handle(url).await);
+    let store = TestStore::new(iso.handle().await);
     let calls = store.calls.clone();
     let mut factory = TestFactory::new(&counters, "b");
     factory.build_delay = Duration::from_millis(50);
@@ -147,12 +143,12 @@ async fn single_flight(url: &str) {
     counters.assert_balanced();
 }
 
-async fn lost_updates(url: &str) {
+async fn lost_updates(iso: &Isolated) {
     let counters = Arc::new(Counters::default());
     let mut nodes = Vec::new();
     for n in ["a", "b", "c"] {
         nodes.push(node(
-            handle(url).await,
+            iso.handle().await,
             &counters,
             n,
             ValidationPolicy::EveryAccess,
@@ -197,16 +193,16 @@ async fn lost_updates(url: &str) {
     counters.assert_balanced();
 }
 
-async fn no_storm(url: &str) {
+async fn no_storm(iso: &Isolated) {
     let (ca, cb) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
     let mut fa = TestFactory::new(&ca, "a");
     fa.fresh_backend_ids = true;
     let mut fb = TestFactory::new(&cb, "b");
     fb.fresh_backend_ids = true;
-    let a = SessionManager::builder(handle(url).await, fa)
+    let a = SessionManager::builder(iso.handle().await, fa)
         .policy(ValidationPolicy::Push)
         .build();
-    let b = SessionManager::builder(handle(url).await, fb)
+    let b = SessionManager::builder(iso.handle().await, fb)
         .policy(ValidationPolicy::Push)
         .build();
     let id = a
@@ -243,23 +239,33 @@ macro_rules! store_tests {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cross_node_every_access() {
-                super::cross_node_every_access(&url()).await;
+                let iso = super::Isolated::new(&url());
+                super::cross_node_every_access(&iso).await;
+                iso.cleanup().await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn push_propagation() {
-                super::push_propagation(&url()).await;
+                let iso = super::Isolated::new(&url());
+                super::push_propagation(&iso).await;
+                iso.cleanup().await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn single_flight() {
-                super::single_flight(&url()).await;
+                let iso = super::Isolated::new(&url());
+                super::single_flight(&iso).await;
+                iso.cleanup().await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn lost_updates() {
-                super::lost_updates(&url()).await;
+                let iso = super::Isolated::new(&url());
+                super::lost_updates(&iso).await;
+                iso.cleanup().await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn no_storm() {
-                super::no_storm(&url()).await;
+                let iso = super::Isolated::new(&url());
+                super::no_storm(&iso).await;
+                iso.cleanup().await;
             }
         }
     };
@@ -277,3 +283,58 @@ store_tests!(
     "SESSION_TEST_POSTGRES_URL",
     "postgres://postgres@127.0.0.1:5432/test"
 );
+
+/// Between the loss of a Redis node's change subscription and its
+/// resubscription, a push node probes every hit: a terminate made on
+/// another node during the gap is seen at once.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_probes_during_a_redis_subscription_gap() {
+    use session_manager::{RedisConfig, RedisStore, redis::Backoff};
+    let url = url("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379");
+    let iso = Isolated::new(&url);
+    let counters = Arc::new(Counters::default());
+    let a = node(iso.handle().await, &counters, "a", ValidationPolicy::EveryAccess);
+    // A long re-dial wait keeps the gap open while the test looks at it.
+    let config = RedisConfig::new(url.clone())
+        .prefix(iso.prefix())
+        .subscriber_backoff(Backoff {
+            initial: Duration::from_secs(3),
+            max: Duration::from_secs(3),
+        });
+    let store = Arc::new(RedisStore::connect(config).await.unwrap());
+    let b = node(store.clone(), &counters, "b", ValidationPolicy::Push);
+    let x = a.create(backends(&["github"])).await.unwrap().id().clone();
+    let y = a.create(backends(&["jira"])).await.unwrap().id().clone();
+    b.get(&x).await.unwrap();
+    b.get(&y).await.unwrap();
+    eventually("subscription live", || store.change_subscriber_addr().is_some()).await;
+    let addr = store.change_subscriber_addr().unwrap();
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ADDR")
+        .arg(addr.to_string())
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    eventually("B saw the stream go down", || !b.stream_live()).await;
+    a.terminate(&x).await.unwrap();
+    assert!(
+        matches!(b.get(&x).await, Err(Error::NotFound { .. })),
+        "push node served a session terminated during the gap"
+    );
+    // Resubscribed: push again, after one probe per entry.
+    eventually("B resynchronised", || b.stream_live()).await;
+    b.get(&y).await.unwrap();
+    a.terminate(&y).await.unwrap();
+    eventually("delete event delivered after the resync", || b.cached(&y).is_none()).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    counters.assert_balanced();
+    iso.cleanup().await;
+}

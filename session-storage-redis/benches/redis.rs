@@ -299,9 +299,8 @@ fn main() {
     let outcome = rt.block_on(async {
         let prefix = format!("vmcp:bench:{}:", uuid::Uuid::new_v4());
         let store_cfg = RedisConfig::new(&url)
-            .with_prefix(&prefix)
-            .unwrap()
-            .with_store(StoreConfig::new(Duration::from_secs(600)).unwrap());
+            .prefix(&prefix)
+            .store(StoreConfig::new(Duration::from_secs(600)).unwrap());
         let store = RedisStore::connect(store_cfg).await.expect("connect");
         let client = redis::Client::open(url.as_str()).unwrap();
         let raw = ConnectionManager::new_with_config(

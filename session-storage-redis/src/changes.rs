@@ -9,7 +9,7 @@
 //! before it waits to re-dial: from then on changes may be missed, and
 //! consumers must probe. It re-dials with exponential backoff (rotating
 //! through the seed nodes of a cluster; its own settings,
-//! [`RedisConfig::with_subscriber_backoff`](crate::RedisConfig::with_subscriber_backoff))
+//! [`RedisConfig::subscriber_backoff`](crate::RedisConfig::subscriber_backoff))
 //! and publishes [`Change::Resync`] each time a subscription becomes live:
 //! anything published while it was not may have been missed. `Down` is sent
 //! once per gap (also if the very first dial fails), however many re-dials

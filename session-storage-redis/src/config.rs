@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use session_core::{ConfigError, StoreConfig};
 
-use crate::keys::KeyPrefix;
+use crate::keys::{DEFAULT_PREFIX, KeyPrefix};
 
 /// Where the store connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,22 +19,31 @@ pub enum Topology {
 
 /// Settings for [`RedisStore::connect`](crate::RedisStore::connect).
 ///
+/// Built with chained setters named after the setting, as sqlx's connect
+/// options are; setters never fail, and the settings are checked when the
+/// store connects ([`RedisStore::connect`](crate::RedisStore::connect)
+/// returns [`Error::InvalidInput`](session_core::Error::InvalidInput) with a
+/// [`ConfigError`] before it dials). Getters whose names a setter takes are
+/// `get_*`, as on sqlx's `PgConnectOptions`.
+///
 /// ```
 /// use std::time::Duration;
+/// use session_core::StoreConfig;
 /// use session_storage_redis::RedisConfig;
 ///
 /// let cfg = RedisConfig::new("redis://127.0.0.1:6379")
-///     .with_prefix("gateway-a:session:")?
-///     .with_response_timeout(Duration::from_millis(500));
-/// assert_eq!(cfg.prefix().as_str(), "gateway-a:session:");
-/// assert_eq!(cfg.prefix().channel(), "gateway-a:session:changes");
-/// assert!(RedisConfig::new("redis://x").with_prefix("no-colon").is_err());
+///     .prefix("gateway-a:session:")
+///     .store(StoreConfig::new(Duration::from_secs(1800))?)
+///     .slide_fraction(0.25)
+///     .response_timeout(Duration::from_millis(500));
+/// assert_eq!(cfg.get_prefix(), "gateway-a:session:");
+/// assert_eq!(cfg.get_slide_fraction(), 0.25);
 /// # Ok::<(), session_core::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
     pub(crate) topology: Topology,
-    pub(crate) prefix: KeyPrefix,
+    pub(crate) prefix: String,
     pub(crate) store: StoreConfig,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
@@ -88,9 +97,9 @@ impl Backoff {
 }
 
 /// Checks a slide fraction: a finite number in `0.0..=1.0`.
-fn check_fraction(fraction: f64) -> Result<f64, ConfigError> {
+fn check_fraction(fraction: f64) -> Result<(), ConfigError> {
     if fraction.is_finite() && (0.0..=1.0).contains(&fraction) {
-        Ok(fraction)
+        Ok(())
     } else {
         Err(ConfigError::Invalid {
             setting: "slide_fraction",
@@ -130,7 +139,7 @@ impl RedisConfig {
     fn with_topology(topology: Topology) -> Self {
         Self {
             topology,
-            prefix: KeyPrefix::default(),
+            prefix: DEFAULT_PREFIX.to_owned(),
             store: StoreConfig::default(),
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
@@ -143,16 +152,18 @@ impl RedisConfig {
         }
     }
 
-    /// Sets the key prefix (default `vmcp:session:`): non-empty, visible
-    /// ASCII, ending in `:`, without `* ? [ ] \`.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self, ConfigError> {
-        self.prefix = KeyPrefix::new(prefix)?;
-        Ok(self)
+    /// The key prefix (default [`DEFAULT_PREFIX`], `vmcp:session:`):
+    /// non-empty, visible ASCII, ending in `:`, without `* ? [ ] \`
+    /// (checked at connect, see [`KeyPrefix`]).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
     }
 
-    /// Sets the sliding TTL and the optional absolute lifetime.
+    /// The sliding TTL and the optional absolute lifetime.
     #[must_use]
-    pub fn with_store(mut self, store: StoreConfig) -> Self {
+    pub fn store(mut self, store: StoreConfig) -> Self {
         self.store = store;
         self
     }
@@ -162,25 +173,24 @@ impl RedisConfig {
     /// passed since its last slide, judged from the key's `PTTL` (the
     /// server's clock): `PTTL < t - t * fraction`. Otherwise it is two plain
     /// reads and writes nothing. `0.0` slides on every load. `touch` and an
-    /// applied `update` always slide. Must be within `0.0..=1.0`.
+    /// applied `update` always slide. Must be within `0.0..=1.0` (checked
+    /// at connect).
     ///
     /// ```
     /// use session_storage_redis::RedisConfig;
     ///
-    /// let cfg = RedisConfig::new("redis://127.0.0.1:6379").with_slide_fraction(0.25)?;
-    /// assert_eq!(cfg.slide_fraction(), 0.25);
-    /// assert!(RedisConfig::new("redis://x").with_slide_fraction(1.5).is_err());
-    /// assert!(RedisConfig::new("redis://x").with_slide_fraction(f64::NAN).is_err());
-    /// # Ok::<(), session_core::ConfigError>(())
+    /// let cfg = RedisConfig::new("redis://127.0.0.1:6379").slide_fraction(0.25);
+    /// assert_eq!(cfg.get_slide_fraction(), 0.25);
     /// ```
-    pub fn with_slide_fraction(mut self, fraction: f64) -> Result<Self, ConfigError> {
-        self.slide_fraction = check_fraction(fraction)?;
-        Ok(self)
+    #[must_use]
+    pub fn slide_fraction(mut self, fraction: f64) -> Self {
+        self.slide_fraction = fraction;
+        self
     }
 
     /// How long one connection attempt may take (default 5 s).
     #[must_use]
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
@@ -188,7 +198,7 @@ impl RedisConfig {
     /// How long one command may wait for its reply (default 2 s); past it
     /// the call fails with [`session_core::Error::Timeout`].
     #[must_use]
-    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
     }
@@ -196,7 +206,7 @@ impl RedisConfig {
     /// How many times a lost connection is re-dialled (with exponential
     /// backoff) before calls fail as unavailable (default 3).
     #[must_use]
-    pub fn with_reconnect_retries(mut self, retries: usize) -> Self {
+    pub fn reconnect_retries(mut self, retries: usize) -> Self {
         self.reconnect_retries = retries;
         self
     }
@@ -204,7 +214,7 @@ impl RedisConfig {
     /// How far a change-stream receiver may fall behind before it sees a
     /// resync (default 1024).
     #[must_use]
-    pub fn with_change_capacity(mut self, capacity: usize) -> Self {
+    pub fn change_capacity(mut self, capacity: usize) -> Self {
         self.change_capacity = capacity.max(1);
         self
     }
@@ -212,52 +222,120 @@ impl RedisConfig {
     /// How often the change subscriber pings its connection to detect a
     /// silent disconnect (default 15 s).
     #[must_use]
-    pub fn with_subscriber_ping(mut self, every: Duration) -> Self {
+    pub fn subscriber_ping(mut self, every: Duration) -> Self {
         self.subscriber_ping = every.max(Duration::from_millis(10));
         self
     }
 
     /// The change subscriber's re-dial backoff (default
     /// [`Backoff::SUBSCRIBER_DEFAULT`]: 100 ms doubling up to 5 s), separate
-    /// from the command connection's ([`RedisConfig::with_reconnect_max_delay`]).
+    /// from the command connection's ([`RedisConfig::reconnect_max_delay`]).
     /// Checked at connect: `initial` more than zero and at most `max`.
     #[must_use]
-    pub fn with_subscriber_backoff(mut self, backoff: Backoff) -> Self {
+    pub fn subscriber_backoff(mut self, backoff: Backoff) -> Self {
         self.subscriber_backoff = backoff;
         self
     }
 
     /// The cap on the command connection's reconnect delay between its
-    /// [`with_reconnect_retries`](Self::with_reconnect_retries) (default
-    /// 5 s), independent of the change subscriber's backoff.
+    /// [`reconnect_retries`](Self::reconnect_retries) (default 5 s),
+    /// independent of the change subscriber's backoff.
     #[must_use]
-    pub fn with_reconnect_max_delay(mut self, max: Duration) -> Self {
+    pub fn reconnect_max_delay(mut self, max: Duration) -> Self {
         self.reconnect_max_delay = max;
         self
     }
 
-    /// Checks the settings that are not checked as they are set.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        self.subscriber_backoff.check("subscriber_backoff")
+    /// Checks every setting (the prefix, the slide fraction, the
+    /// subscriber backoff); [`RedisStore::connect`](crate::RedisStore::connect)
+    /// calls it before it dials. Returns the validated key prefix.
+    pub(crate) fn validate(&self) -> Result<KeyPrefix, ConfigError> {
+        let prefix = KeyPrefix::new(self.prefix.as_str())?;
+        check_fraction(self.slide_fraction)?;
+        self.subscriber_backoff.check("subscriber_backoff")?;
+        Ok(prefix)
     }
 
-    /// The key prefix.
-    pub fn prefix(&self) -> &KeyPrefix {
+    /// The key prefix as set (validated at connect).
+    pub fn get_prefix(&self) -> &str {
         &self.prefix
     }
 
     /// Where the store connects.
-    pub fn topology(&self) -> &Topology {
+    pub fn get_topology(&self) -> &Topology {
         &self.topology
     }
 
     /// The expiry settings.
-    pub fn store(&self) -> &StoreConfig {
+    pub fn get_store(&self) -> &StoreConfig {
         &self.store
     }
 
-    /// The load slide throttle (see [`RedisConfig::with_slide_fraction`]).
-    pub fn slide_fraction(&self) -> f64 {
+    /// The load slide throttle as set (see [`RedisConfig::slide_fraction`]).
+    pub fn get_slide_fraction(&self) -> f64 {
         self.slide_fraction
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_setting(cfg: &RedisConfig) -> &'static str {
+        match cfg.validate() {
+            Err(ConfigError::Invalid { setting, .. }) => setting,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn setters_chain_and_getters_read_back() {
+        let store = StoreConfig::new(Duration::from_secs(60)).unwrap();
+        let cfg = RedisConfig::new("redis://x")
+            .prefix("a:")
+            .store(store)
+            .slide_fraction(0.5);
+        assert_eq!(cfg.get_prefix(), "a:");
+        assert_eq!(cfg.get_store(), &store);
+        assert!((cfg.get_slide_fraction() - 0.5).abs() < f64::EPSILON);
+        assert_eq!(
+            cfg.get_topology(),
+            &Topology::Standalone("redis://x".into())
+        );
+        assert_eq!(cfg.validate().unwrap().as_str(), "a:");
+        assert_eq!(
+            RedisConfig::new("redis://x").validate().unwrap().as_str(),
+            DEFAULT_PREFIX
+        );
+    }
+
+    #[test]
+    fn validate_checks_prefix_fraction_and_backoff() {
+        let base = || RedisConfig::new("redis://x");
+        for bad in ["", "no-colon", "a*:", "a b:"] {
+            assert_eq!(
+                invalid_setting(&base().prefix(bad)),
+                "key prefix",
+                "{bad:?}"
+            );
+        }
+        for bad in [-0.1, 1.01, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                invalid_setting(&base().slide_fraction(bad)),
+                "slide_fraction",
+                "{bad}"
+            );
+        }
+        for good in [0.0, 0.1, 1.0] {
+            assert!(base().slide_fraction(good).validate().is_ok(), "{good}");
+        }
+        let backoff = Backoff {
+            initial: Duration::ZERO,
+            max: Duration::from_secs(1),
+        };
+        assert_eq!(
+            invalid_setting(&base().subscriber_backoff(backoff)),
+            "subscriber_backoff"
+        );
     }
 }

@@ -11,7 +11,7 @@
 //!   never creates; no `WATCH`.
 //! - `load` is one pipelined round trip of two reads (`HMGET` + `PTTL`); it
 //!   slides the expiry (the `touch` script) only once more than
-//!   [`slide_fraction`](RedisConfig::with_slide_fraction) (default 0.1) of
+//!   [`slide_fraction`](RedisConfig::slide_fraction) (default 0.1) of
 //!   the record's TTL has passed since the last slide.
 //! - `version` is a single `HMGET` of two small fields: no slide, no metadata.
 //! - Creates, updates and deletes are published on `prefix + "changes"`; the
@@ -40,9 +40,9 @@
 //! use session_storage_redis::{RedisConfig, RedisStore};
 //!
 //! let config = RedisConfig::new("redis://127.0.0.1:6379")
-//!     .with_prefix("vmcp:session:")?
-//!     .with_store(StoreConfig::new(Duration::from_secs(1800))?)
-//!     .with_response_timeout(Duration::from_secs(1));
+//!     .prefix("vmcp:session:")
+//!     .store(StoreConfig::new(Duration::from_secs(1800))?)
+//!     .response_timeout(Duration::from_secs(1));
 //! let store = RedisStore::connect(config).await?;
 //! let id = SessionId::generate();
 //! let v1 = store.create(&id, &Metadata::new().with("tenant", "acme")?, Ttl::Default).await?.unwrap();

@@ -22,7 +22,7 @@ use crate::scripts::{SCRIPTS, invoke};
 /// A [`SessionStore`] on Redis (standalone, or Cluster with feature
 /// `cluster`): one hash per session at `prefix + id`, every mutation one Lua
 /// script, `load` two pipelined reads (plus the `touch` script once per
-/// slide window, [`RedisConfig::with_slide_fraction`]), expiry on the
+/// slide window, [`RedisConfig::slide_fraction`]), expiry on the
 /// server's clock, changes over pub/sub.
 ///
 /// Clones are cheap handles on the same connection and change stream. The
@@ -59,17 +59,19 @@ fn millis(d: Duration) -> u64 {
 
 impl RedisStore {
     /// Connects (bounded by the connect timeout and retries) and returns a
-    /// store. Fails with [`Error::InvalidInput`] for a bad URL, otherwise
+    /// store. Checks the settings first and fails, before dialling, with
+    /// [`Error::InvalidInput`] ([`InvalidInput::Config`]) for a bad prefix,
+    /// slide fraction, subscriber backoff or URL; otherwise
     /// [`Error::Unavailable`] / [`Error::Timeout`] if the server cannot be
     /// reached.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        config.validate().map_err(InvalidInput::Config)?;
+        let prefix = config.validate().map_err(InvalidInput::Config)?;
         let pubsub = connection::pubsub_clients(&config)?;
         let conn = connection::connect(&config).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
-                prefix: config.prefix.clone(),
+                prefix,
                 store: config.store,
                 ttl_ms: millis(config.store.ttl()),
                 max_ms: config.store.max_lifetime().map_or(0, millis),
@@ -90,7 +92,7 @@ impl RedisStore {
         &self.inner.prefix
     }
 
-    /// The load slide throttle (see [`RedisConfig::with_slide_fraction`]).
+    /// The load slide throttle (see [`RedisConfig::slide_fraction`]).
     pub fn slide_fraction(&self) -> f64 {
         self.inner.slide_fraction
     }
@@ -542,7 +544,7 @@ mod tests {
             max: Duration::from_secs(1),
         };
         // Port 1: nothing listens, so only validation can answer this fast.
-        let cfg = RedisConfig::new("redis://127.0.0.1:1").with_subscriber_backoff(bad);
+        let cfg = RedisConfig::new("redis://127.0.0.1:1").subscriber_backoff(bad);
         match rt.block_on(RedisStore::connect(cfg)) {
             Err(Error::InvalidInput(InvalidInput::Config(ConfigError::Invalid {
                 setting,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{Backend, RedisHarness, plant, raw_dump};
 use session_core::testing::{Corruption, Harness};
 use session_core::{
-    Change, ChangeStream, CorruptRecord, Cursor, Error, Metadata, MetadataError, SessionId,
-    SessionStore, StoreConfig, Ttl, Update, Version,
+    Change, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata,
+    MetadataError, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
 };
 use session_storage_redis::{RedisConfig, RedisStore};
 
@@ -412,11 +412,9 @@ async fn store_with_fraction<B: Backend>(
     fraction: f64,
 ) -> RedisStore {
     let cfg = B::config()
-        .with_prefix(&h.prefix)
-        .unwrap()
-        .with_store(config)
-        .with_slide_fraction(fraction)
-        .unwrap();
+        .prefix(&h.prefix)
+        .store(config)
+        .slide_fraction(fraction);
     RedisStore::connect(cfg).await.unwrap()
 }
 
@@ -545,23 +543,69 @@ async fn load_of_a_key_without_expiry_is_corrupt<B: Backend>(h: Arc<RedisHarness
     assert!(s.delete(&id).await.unwrap());
 }
 
+/// What `connect` does with `cfg` (pointed at a listener that accepts
+/// and never answers): the setting it rejects with the typed config error,
+/// or `None` if it got past validation; and whether it dialled.
+fn connect_outcome(cfg: impl FnOnce(RedisConfig) -> RedisConfig) -> (Option<&'static str>, bool) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let cfg = cfg(RedisConfig::new(url)
+        .connect_timeout(Duration::from_millis(200))
+        .reconnect_retries(0)
+        .reconnect_max_delay(Duration::from_millis(50)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rejected = match rt.block_on(RedisStore::connect(cfg)) {
+        Err(Error::InvalidInput(InvalidInput::Config(ConfigError::Invalid {
+            setting, ..
+        }))) => Some(setting),
+        Err(Error::Timeout(_) | Error::Unavailable(_)) => None,
+        Err(other) => panic!("unexpected error {other:?}"),
+        Ok(_) => panic!("connected to a silent listener"),
+    };
+    // A dial, even one given up on, leaves a connection in the backlog.
+    let dialled = match listener.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept: {e}"),
+    };
+    (rejected, dialled)
+}
+
 #[test]
-fn slide_fraction_must_be_within_0_and_1() {
+fn connect_rejects_a_slide_fraction_outside_0_and_1_before_dialling() {
     for bad in [-0.1, 1.01, f64::NAN, f64::INFINITY] {
-        assert!(
-            RedisConfig::new("redis://127.0.0.1")
-                .with_slide_fraction(bad)
-                .is_err(),
+        assert_eq!(
+            connect_outcome(|c| c.slide_fraction(bad)),
+            (Some("slide_fraction"), false),
             "{bad}"
         );
     }
     for good in [0.0, 0.1, 1.0] {
-        assert!(
-            RedisConfig::new("redis://127.0.0.1")
-                .with_slide_fraction(good)
-                .is_ok()
+        assert_eq!(
+            connect_outcome(|c| c.slide_fraction(good)),
+            (None, true),
+            "{good}"
         );
     }
+}
+
+#[test]
+fn connect_rejects_a_prefix_without_colon_or_with_glob_before_dialling() {
+    for bad in ["", "vmcp", "vmcp:*:", "vmcp?:", "a[1]:", "a\\b:", "a b:"] {
+        assert_eq!(
+            connect_outcome(|c| c.prefix(bad)),
+            (Some("key prefix"), false),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        connect_outcome(|c| c.prefix("tenant-1:vmcp:")),
+        (None, true)
+    );
 }
 
 /// The change stream ends once the last store handle is gone (the
@@ -647,21 +691,4 @@ mod standalone {
 mod cluster {
     use super::*;
     all_cases!(common::Cluster);
-}
-
-#[test]
-fn prefix_must_end_with_colon_and_hold_no_glob() {
-    for bad in ["", "vmcp", "vmcp:*:", "vmcp?:", "a[1]:", "a\\b:", "a b:"] {
-        assert!(
-            RedisConfig::new("redis://127.0.0.1")
-                .with_prefix(bad)
-                .is_err(),
-            "{bad:?}"
-        );
-    }
-    assert!(
-        RedisConfig::new("redis://127.0.0.1")
-            .with_prefix("tenant-1:vmcp:")
-            .is_ok()
-    );
 }

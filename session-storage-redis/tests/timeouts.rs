@@ -15,12 +15,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 fn config(url: &str) -> RedisConfig {
     RedisConfig::new(url)
-        .with_prefix(common::unique_prefix(""))
-        .unwrap()
-        .with_store(StoreConfig::new(Duration::from_secs(60)).unwrap())
-        .with_connect_timeout(Duration::from_millis(500))
-        .with_response_timeout(Duration::from_millis(300))
-        .with_reconnect_retries(0)
+        .prefix(common::unique_prefix(""))
+        .store(StoreConfig::new(Duration::from_secs(60)).unwrap())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(300))
+        .reconnect_retries(0)
 }
 
 /// A TCP proxy to the test server whose server-to-client direction can be

@@ -166,7 +166,8 @@ impl PostgresConfig {
 
     /// A load rewrites `expires_at` only when at least this fraction of
     /// the session's TTL has passed since the last slide (`0.0` slides on
-    /// every load). Touch and update always slide.
+    /// every load). Touch and update always slide. Must be within
+    /// `0.0..=1.0` (checked at connect).
     #[must_use]
     pub fn slide_fraction(mut self, fraction: f64) -> Self {
         self.slide_fraction = fraction;

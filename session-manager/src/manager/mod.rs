@@ -346,6 +346,14 @@ impl<F: SessionFactory> SessionManager<F> {
         self.inner.cache.slots()
     }
 
+    /// Whether the change stream is delivering (push policy): false from a
+    /// `Down` event until the next `Resync`, when every hit probes
+    /// (diagnostics and tests).
+    #[doc(hidden)]
+    pub fn stream_live(&self) -> bool {
+        self.inner.push_live.load(Ordering::SeqCst)
+    }
+
     /// Whether no cache lock is held right now (used by tests to check that
     /// closes run outside locks).
     #[doc(hidden)]

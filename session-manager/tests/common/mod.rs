@@ -398,3 +398,68 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration
 pub fn url(var: &str, example: &str) -> String {
     session_core::testing::require_url(var, example)
 }
+
+/// A real server's storage under a name no other test uses (a Redis key
+/// prefix, a Postgres schema), removed by [`cleanup`](Self::cleanup).
+pub struct Isolated {
+    url: String,
+    name: String,
+}
+
+impl Isolated {
+    pub fn new(url: &str) -> Self {
+        let name = format!("mgr_{}", SessionId::generate().as_str().replace('-', ""));
+        Self {
+            url: url.to_owned(),
+            name,
+        }
+    }
+
+    /// The Redis key prefix of this test.
+    pub fn prefix(&self) -> String {
+        format!("{}:", self.name)
+    }
+
+    /// A new store handle (its own connections, as a separate node has).
+    pub async fn handle(&self) -> Arc<dyn SessionStore> {
+        #[cfg(feature = "redis")]
+        if self.url.starts_with("redis") {
+            let config = session_manager::RedisConfig::new(self.url.clone())
+                .prefix(self.prefix());
+            return Arc::new(session_manager::RedisStore::connect(config).await.unwrap());
+        }
+        #[cfg(feature = "postgres")]
+        if self.url.starts_with("postgres") {
+            let config = session_manager::PostgresConfig::new(self.url.clone()).schema(&self.name);
+            return Arc::new(session_manager::PostgresStore::connect(config).await.unwrap());
+        }
+        panic!("no store for {}", self.url)
+    }
+
+    /// Removes everything stored under this test's name.
+    pub async fn cleanup(self) {
+        #[cfg(feature = "postgres")]
+        if self.url.starts_with("postgres") {
+            let config = session_manager::PostgresConfig::new(self.url.clone()).schema(&self.name);
+            let store = session_manager::PostgresStore::connect(config).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name)))
+                .execute(store.pool())
+                .await
+                .unwrap();
+            return;
+        }
+        let store = self.handle().await;
+        let mut cursor = None;
+        loop {
+            let page = store.scan(cursor.as_ref(), 500).await.unwrap();
+            for id in &page.ids {
+                store.delete(id).await.unwrap();
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert!(store.scan(None, 1).await.unwrap().ids.is_empty());
+    }
+}

@@ -151,7 +151,7 @@ pub struct RedisHarness<B> {
 impl<B: Backend> RedisHarness<B> {
     /// A store on this harness's prefix (or `prefix`).
     pub async fn store_with_prefix(&self, prefix: &str, config: StoreConfig) -> RedisStore {
-        let cfg = B::config().with_prefix(prefix).unwrap().with_store(config);
+        let cfg = B::config().prefix(prefix).store(config);
         RedisStore::connect(cfg)
             .await
             .expect("connect to the test redis")
