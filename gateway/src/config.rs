@@ -238,7 +238,7 @@ pub async fn connect_store(
     match scheme {
         #[cfg(feature = "redis")]
         "redis" | "rediss" => {
-            let cfg = session_manager::RedisConfig::new(url).with_prefix(prefix)?;
+            let cfg = session_manager::RedisConfig::new(url).prefix(prefix);
             Ok(std::sync::Arc::new(session_manager::RedisStore::connect(cfg).await?))
         }
         #[cfg(feature = "postgres")]

@@ -117,7 +117,7 @@ mod redis {
     async fn handle(prefix: &str) -> Arc<dyn SessionStore> {
         let url =
             session_core::testing::require_url("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379");
-        let cfg = RedisConfig::new(url).with_prefix(prefix).unwrap();
+        let cfg = RedisConfig::new(url).prefix(prefix);
         Arc::new(RedisStore::connect(cfg).await.expect("connect to Redis"))
     }
 
