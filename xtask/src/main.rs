@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager|gateway]"
             );
             return ExitCode::from(2);
         }
@@ -220,6 +220,7 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ("redis", "session-storage-redis", "redis", ""),
     ("postgres", "session-storage-sql", "postgres", ""),
     ("manager", "session-manager", "manager", "redis,postgres"),
+    ("gateway", "session-gateway", "gateway", "redis"),
 ];
 
 fn bench(name: Option<&str>) -> Result<(), String> {
