@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use session_core::{Binding, SessionId, SessionStore};
@@ -99,6 +100,11 @@ pub async fn start(
     let app = router(state.clone(), cancel.child_token());
     let stop = cancel.clone();
     let task = tokio::spawn(async move {
+        // TCP_NODELAY: SSE answers are several small writes; with Nagle
+        // each call waited for the client's delayed ACK (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
