@@ -27,6 +27,15 @@ pub enum Error {
         #[source]
         source: CorruptRecord,
     },
+    /// The record is at [`Version::MAX`](crate::Version::MAX): an update
+    /// would take it past the highest version every store can hold, so it
+    /// is refused and nothing is written. Permanent: delete and recreate
+    /// the session.
+    #[error("record at {key} is at the maximum version")]
+    VersionLimit {
+        /// The storage key (or row id) holding the record.
+        key: String,
+    },
     /// The storage backend could not be reached or refused the operation.
     #[error("storage unavailable")]
     Unavailable(#[source] BoxError),
@@ -78,8 +87,11 @@ pub enum CorruptRecord {
     /// A required field is absent.
     #[error("missing field `{0}`")]
     MissingField(&'static str),
-    /// The version field is not a positive integer.
-    #[error("version is not a positive integer: {0:?}")]
+    /// The version field breaks the stored-version rule
+    /// ([`Version::from_stored_text`](crate::Version::from_stored_text)):
+    /// not 1..=2^53-1 in plain decimal digits. The text shown is the
+    /// stored value, lossily decoded and cut to 64 characters.
+    #[error("version is not an integer in 1..=2^53-1: {0:?}")]
     InvalidVersion(String),
     /// The metadata is not a valid metadata map.
     #[error("invalid metadata")]

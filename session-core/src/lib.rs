@@ -22,6 +22,7 @@ pub mod keys;
 mod memory;
 mod metadata;
 mod record;
+mod redact;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -36,6 +37,7 @@ pub use id::{MAX_SESSION_ID_LEN, MAX_WORKLOAD_ID_LEN, SessionId, WorkloadId};
 pub use memory::MemoryStore;
 pub use metadata::{Metadata, limits};
 pub use record::{Cursor, Page, Record, Snapshot, Update};
+pub use redact::redact_url;
 pub use store::SessionStore;
 pub use version::Version;
 

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use crate::change::{Change, ChangeHub, ChangeStream};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{StoreConfig, Ttl};
-use crate::error::{InvalidInput, Result};
+use crate::error::{Error, InvalidInput, Result};
 use crate::id::SessionId;
 use crate::metadata::Metadata;
 use crate::record::{Cursor, Page, Record, Update};
@@ -52,12 +52,12 @@ const SWEEP_EVERY: usize = 256;
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
+    config: StoreConfig,
 }
 
 struct Inner {
     shards: Box<[Mutex<HashMap<SessionId, Entry>>]>,
     hasher: std::hash::RandomState,
-    config: StoreConfig,
     clock: Box<dyn Clock>,
     hub: ChangeHub,
     creates: AtomicUsize,
@@ -90,11 +90,22 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
                 hasher: std::hash::RandomState::new(),
-                config,
                 clock: Box::new(clock),
                 hub: ChangeHub::default(),
                 creates: AtomicUsize::new(0),
             }),
+            config,
+        }
+    }
+
+    /// Another handle on the same data, clock and change stream with other
+    /// expiry settings (as a second gateway node, deployed with another
+    /// configuration, would see the same shared store).
+    #[must_use]
+    pub fn handle(&self, config: StoreConfig) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config,
         }
     }
 
@@ -105,13 +116,11 @@ impl MemoryStore {
 
     /// Live sessions (expired entries not yet swept are not counted).
     pub fn len(&self) -> usize {
-        let now = self.inner.now();
         (0..SHARDS)
             .map(|i| {
-                lock(&self.inner.shards[i])
-                    .values()
-                    .filter(|e| e.live(now))
-                    .count()
+                let map = lock(&self.inner.shards[i]);
+                let now = self.inner.now();
+                map.values().filter(|e| e.live(now)).count()
             })
             .sum()
     }
@@ -136,21 +145,25 @@ impl Inner {
         lock(&self.shards[h])
     }
 
+    /// Now on the store's clock. Every caller reads it while holding the
+    /// shard lock of the entry it decides about, so an operation preempted
+    /// between reading the clock and taking the lock cannot act on a
+    /// record that another operation has meanwhile seen expire.
     fn now(&self) -> u64 {
         nanos(self.clock.now())
     }
 
-    fn deadline(&self, now: u64, created: u64, ttl: u64) -> u64 {
+    fn deadline(now: u64, created: u64, ttl: u64, max_lifetime: Option<Duration>) -> u64 {
         let slid = now.saturating_add(ttl);
-        match self.config.max_lifetime() {
+        match max_lifetime {
             Some(max) => slid.min(created.saturating_add(nanos(max))),
             None => slid,
         }
     }
 
     fn sweep(&self, shard: usize) -> usize {
-        let now = self.now();
         let mut map = lock(&self.shards[shard]);
+        let now = self.now();
         let before = map.len();
         map.retain(|_, e| e.live(now));
         before - map.len()
@@ -158,8 +171,8 @@ impl Inner {
 
     /// Runs `f` on the live entry for `id`, dropping it first if expired.
     fn with_live<T>(&self, id: &SessionId, f: impl FnOnce(&mut Entry, u64) -> T) -> Option<T> {
-        let now = self.now();
         let mut map = self.shard(id);
+        let now = self.now();
         match map.get_mut(id) {
             Some(e) if e.live(now) => Some(f(e, now)),
             Some(_) => {
@@ -168,6 +181,79 @@ impl Inner {
             }
             None => None,
         }
+    }
+
+    /// Like [`Inner::with_live`] for an operation that slides: `f` returns
+    /// the new sliding TTL, or `None` to leave the entry alone; when the
+    /// capped deadline of a slide is already past (`max_lifetime` lowered
+    /// since creation) the entry is removed, a delete is published and
+    /// [`Slid::Expired`] returned.
+    fn with_slide<T>(
+        &self,
+        id: &SessionId,
+        max_lifetime: Option<Duration>,
+        f: impl FnOnce(&mut Entry) -> (Option<u64>, T),
+        apply: impl FnOnce(&mut Entry, T) -> T,
+    ) -> Slid<T> {
+        let outcome = {
+            let mut map = self.shard(id);
+            let now = self.now();
+            match map.get_mut(id) {
+                Some(e) if e.live(now) => match f(e) {
+                    (None, out) => Slid::Live(out),
+                    (Some(ttl), out) => {
+                        let deadline = Self::deadline(now, e.created, ttl, max_lifetime);
+                        if deadline <= now {
+                            map.remove(id);
+                            Slid::Expired
+                        } else {
+                            e.ttl = ttl;
+                            e.expires = deadline;
+                            Slid::Live(apply(e, out))
+                        }
+                    }
+                },
+                Some(_) => {
+                    map.remove(id);
+                    Slid::Absent
+                }
+                None => Slid::Absent,
+            }
+        };
+        if let Slid::Expired = outcome {
+            self.hub.publish(Change::Deleted { id: id.clone() });
+        }
+        outcome
+    }
+}
+
+/// What a sliding operation found.
+enum Slid<T> {
+    Live(T),
+    /// Live, but its capped deadline had passed: removed.
+    Expired,
+    Absent,
+}
+
+impl<T> Slid<T> {
+    fn live(self) -> Option<T> {
+        match self {
+            Slid::Live(t) => Some(t),
+            Slid::Expired | Slid::Absent => None,
+        }
+    }
+}
+
+#[cfg(feature = "testing")]
+impl MemoryStore {
+    /// Sets the version of a live record, for the contract suite's version
+    /// ceiling case (no caller can reach 2^53 - 1 updates). `false` if the
+    /// record is not live.
+    #[doc(hidden)]
+    pub fn force_version_for_tests(&self, id: &SessionId, version: Version) -> bool {
+        self.inner
+            .with_live(id, |e, _| e.version = version)
+            .is_some()
     }
 }
 
@@ -180,10 +266,11 @@ impl SessionStore for MemoryStore {
         ttl: Ttl,
     ) -> Result<Option<Version>> {
         let inner = &*self.inner;
-        let ttl = nanos(inner.config.effective_ttl(ttl));
+        let ttl = nanos(self.config.effective_ttl(ttl));
+        let max = self.config.max_lifetime();
         let created = {
-            let now = inner.now();
             let mut map = inner.shard(id);
+            let now = inner.now();
             match map.get(id) {
                 Some(e) if e.live(now) => false,
                 _ => {
@@ -193,7 +280,7 @@ impl SessionStore for MemoryStore {
                             version: Version::INITIAL,
                             metadata: metadata.clone(),
                             created: now,
-                            expires: inner.deadline(now, now, ttl),
+                            expires: Inner::deadline(now, now, ttl, max),
                             ttl,
                         },
                     );
@@ -216,14 +303,21 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        let inner = &*self.inner;
-        Ok(inner.with_live(id, |e, now| {
-            e.expires = inner.deadline(now, e.created, e.ttl);
-            Record {
-                version: e.version,
-                metadata: e.metadata.clone(),
-            }
-        }))
+        Ok(self
+            .inner
+            .with_slide(
+                id,
+                self.config.max_lifetime(),
+                |e| {
+                    let rec = Record {
+                        version: e.version,
+                        metadata: e.metadata.clone(),
+                    };
+                    (Some(e.ttl), rec)
+                },
+                |_, rec| rec,
+            )
+            .live())
     }
 
     async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
@@ -244,17 +338,35 @@ impl SessionStore for MemoryStore {
         metadata: &Metadata,
     ) -> Result<Update> {
         let inner = &*self.inner;
-        let outcome = inner.with_live(id, |e, now| {
-            if e.version != expected {
-                return Update::Conflict { current: e.version };
+        let store_ttl = nanos(self.config.ttl());
+        let outcome = inner.with_slide(
+            id,
+            self.config.max_lifetime(),
+            |e| {
+                if e.version != expected {
+                    (None, Ok(Update::Conflict { current: e.version }))
+                } else if e.version >= Version::MAX {
+                    // Refused before anything is written, the expiry too.
+                    (None, Err(()))
+                } else {
+                    (Some(store_ttl), Ok(Update::Applied(e.version)))
+                }
+            },
+            |e, out| {
+                e.version = e.version.next();
+                e.metadata = metadata.clone();
+                out.map(|_| Update::Applied(e.version))
+            },
+        );
+        let outcome = match outcome {
+            Slid::Live(Ok(u)) => u,
+            Slid::Live(Err(())) => {
+                return Err(Error::VersionLimit {
+                    key: id.as_str().to_owned(),
+                });
             }
-            e.version = e.version.next();
-            e.metadata = metadata.clone();
-            e.ttl = nanos(inner.config.ttl());
-            e.expires = inner.deadline(now, e.created, e.ttl);
-            Update::Applied(e.version)
-        });
-        let outcome = outcome.unwrap_or(Update::Missing);
+            Slid::Expired | Slid::Absent => Update::Missing,
+        };
         if let Update::Applied(version) = outcome {
             inner.hub.publish(Change::Written {
                 id: id.clone(),
@@ -265,18 +377,25 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
-        let inner = &*self.inner;
-        Ok(inner
-            .with_live(id, |e, now| {
-                e.expires = inner.deadline(now, e.created, e.ttl);
-            })
+        Ok(self
+            .inner
+            .with_slide(
+                id,
+                self.config.max_lifetime(),
+                |e| (Some(e.ttl), ()),
+                |_, ()| (),
+            )
+            .live()
             .is_some())
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let inner = &*self.inner;
-        let now = inner.now();
-        let removed = inner.shard(id).remove(id).is_some_and(|e| e.live(now));
+        let removed = {
+            let mut map = inner.shard(id);
+            let now = inner.now();
+            map.remove(id).is_some_and(|e| e.live(now))
+        };
         if removed {
             inner.hub.publish(Change::Deleted { id: id.clone() });
         }
@@ -288,11 +407,11 @@ impl SessionStore for MemoryStore {
             return Err(InvalidInput::ScanLimit.into());
         }
         let inner = &*self.inner;
-        let now = inner.now();
         let after = cursor.map(Cursor::as_str);
         let mut ids: Vec<SessionId> = Vec::new();
         for shard in &inner.shards {
             let map = lock(shard);
+            let now = inner.now();
             ids.extend(
                 map.iter()
                     .filter(|(id, e)| e.live(now) && after.is_none_or(|a| id.as_str() > a))
@@ -306,7 +425,11 @@ impl SessionStore for MemoryStore {
         } else {
             None
         };
-        Ok(Page { ids, next })
+        Ok(Page {
+            ids,
+            next,
+            skipped: 0,
+        })
     }
 
     fn changes(&self) -> Option<ChangeStream> {
@@ -314,14 +437,104 @@ impl SessionStore for MemoryStore {
     }
 
     fn config(&self) -> &StoreConfig {
-        &self.inner.config
+        &self.config
     }
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("config", &self.inner.config)
+            .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::{Barrier, mpsc};
+
+    use super::*;
+
+    /// A manual clock that, once armed, stops the next caller inside
+    /// `now()` (after it read the time) until the test lets it go: the
+    /// caller is "preempted" right after reading the clock.
+    #[derive(Clone, Default)]
+    struct GateClock(Arc<Gate>);
+
+    struct Gate {
+        nanos: AtomicU64,
+        armed: AtomicBool,
+        entered: Barrier,
+        release: Barrier,
+    }
+
+    impl Default for Gate {
+        fn default() -> Self {
+            Self {
+                nanos: AtomicU64::new(0),
+                armed: AtomicBool::new(false),
+                entered: Barrier::new(2),
+                release: Barrier::new(2),
+            }
+        }
+    }
+
+    impl Clock for GateClock {
+        fn now(&self) -> Duration {
+            let now = Duration::from_nanos(self.0.nanos.load(Ordering::SeqCst));
+            if self.0.armed.swap(false, Ordering::SeqCst) {
+                self.0.entered.wait();
+                self.0.release.wait();
+            }
+            now
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// A `touch` preempted between reading the clock and acting must not
+    /// slide a record that another call saw expire in between.
+    #[test]
+    fn the_clock_is_read_under_the_shard_lock() {
+        let clock = GateClock::default();
+        let store = MemoryStore::with_clock(
+            StoreConfig::new(Duration::from_secs(2)).unwrap(),
+            clock.clone(),
+        );
+        let id = SessionId::generate();
+        block_on(store.create(&id, &Metadata::new(), Ttl::Default)).unwrap();
+        clock.0.nanos.store(1_000_000_000, Ordering::SeqCst); // t = 1 s, expires at 2 s
+        clock.0.armed.store(true, Ordering::SeqCst);
+        let toucher = {
+            let (store, id) = (store.clone(), id.clone());
+            std::thread::spawn(move || block_on(store.touch(&id)).unwrap())
+        };
+        clock.0.entered.wait(); // the touch has read t = 1 s
+        clock.0.nanos.store(2_500_000_000, Ordering::SeqCst); // past the expiry
+        let (tx, rx) = mpsc::channel();
+        let scanner = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let page = block_on(store.scan(None, 10)).unwrap();
+                tx.send(page.ids.is_empty()).unwrap();
+            })
+        };
+        // Reading the clock before the lock, the scan completes now and
+        // reports the record expired; under the lock it waits for the touch.
+        let early = rx.recv_timeout(Duration::from_millis(300)).ok();
+        clock.0.release.wait();
+        let touched = toucher.join().unwrap();
+        let scan_saw_it_expired = early.unwrap_or_else(|| rx.recv().unwrap());
+        scanner.join().unwrap();
+        assert!(
+            !(scan_saw_it_expired && touched),
+            "touch slid a record that a scan had already reported expired"
+        );
     }
 }

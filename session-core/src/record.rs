@@ -74,4 +74,8 @@ pub struct Page {
     pub ids: Vec<SessionId>,
     /// Where to continue; `None` when the scan is complete.
     pub next: Option<Cursor>,
+    /// Stored entries this page passed over because their key or row id is
+    /// not a valid [`SessionId`] (written by someone else). They are left
+    /// as they are and never stop a scan; stores also log them.
+    pub skipped: usize,
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::testing::{Corruption, Harness};
-use session_core::{Clock, ManualClock, MemoryStore, SessionId, StoreConfig};
+use session_core::{Clock, ManualClock, MemoryStore, SessionId, StoreConfig, Version};
 
 struct MemoryHarness {
     clock: ManualClock,
@@ -25,9 +25,11 @@ impl Harness for MemoryHarness {
     }
 
     async fn store(&self, config: StoreConfig) -> MemoryStore {
+        // Every handle shares one store's data, whatever its config (as
+        // every handle on a Redis prefix or SQL table does).
         let mut stores = self.stores.lock().unwrap();
-        if let Some((_, s)) = stores.iter().find(|(c, _)| *c == config) {
-            return s.clone();
+        if let Some((_, s)) = stores.first() {
+            return s.handle(config);
         }
         let s = MemoryStore::with_clock(config, self.clock.clone());
         stores.push((config, s.clone()));
@@ -55,6 +57,12 @@ impl Harness for MemoryHarness {
     async fn raw(&self, _id: &SessionId) -> Option<String> {
         None
     }
+
+    async fn set_version(&self, id: &SessionId, version: Version) {
+        let stores = self.stores.lock().unwrap();
+        let (_, s) = stores.first().expect("a store exists");
+        assert!(s.force_version_for_tests(id, version), "no live record");
+    }
 }
 
 session_core::store_contract_tests!(MemoryHarness);
@@ -74,8 +82,8 @@ mod real_clock {
         }
         async fn store(&self, config: StoreConfig) -> MemoryStore {
             let mut stores = self.0.stores.lock().unwrap();
-            if let Some((_, s)) = stores.iter().find(|(c, _)| *c == config) {
-                return s.clone();
+            if let Some((_, s)) = stores.first() {
+                return s.handle(config);
             }
             let s = MemoryStore::new(config);
             stores.push((config, s.clone()));
@@ -90,6 +98,9 @@ mod real_clock {
         }
         async fn raw(&self, _id: &SessionId) -> Option<String> {
             None
+        }
+        async fn set_version(&self, id: &SessionId, version: Version) {
+            self.0.set_version(id, version).await;
         }
     }
 

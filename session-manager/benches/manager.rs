@@ -286,7 +286,10 @@ async fn full(n: usize, misses: usize) -> Full {
     let mut fresh = Vec::new();
     for _ in 0..misses {
         let id = SessionId::generate();
-        store.create(&id, &md, session_core::Ttl::Default).await.unwrap();
+        store
+            .create(&id, &md, session_core::Ttl::Default)
+            .await
+            .unwrap();
         fresh.push(id);
     }
     let map = (0..n)

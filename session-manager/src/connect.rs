@@ -8,7 +8,8 @@ use session_core::{MemoryStore, SessionStore, StoreConfig};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The URL has no `scheme://` prefix.
+    /// The URL has no `scheme://` prefix. It is kept (and shown) with any
+    /// password replaced by `***` ([`session_core::redact_url`]).
     #[error(
         "store URL {0:?} has no scheme (expected memory://, redis://, rediss://, postgres://, sqlite://)"
     )]
@@ -52,7 +53,8 @@ pub enum ConnectError {
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn SessionStore>, ConnectError> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(ConnectError::NoScheme(url.to_owned()));
+        // Redacted: the URL may hold a password (`user:pw@host`).
+        return Err(ConnectError::NoScheme(session_core::redact_url(url)));
     };
     let disabled = |feature| ConnectError::FeatureDisabled {
         scheme: scheme.to_owned(),
@@ -97,5 +99,19 @@ pub async fn connect(url: &str) -> Result<Arc<dyn SessionStore>, ConnectError> {
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(disabled("sqlite")),
         other => Err(ConnectError::UnsupportedScheme(other.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn no_scheme_error_redacts_the_password() {
+        let Err(err) = super::connect("admin:hunter2@db.internal:5432/app").await else {
+            panic!("connected without a scheme");
+        };
+        for shown in [format!("{err:?}"), err.to_string()] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("admin:***@db.internal"), "{shown}");
+        }
     }
 }

@@ -15,7 +15,6 @@ use common::{
 use session_core::{SessionStore, keys};
 use session_manager::{BackendExpiry, Error, SessionManager, ValidationPolicy};
 
-
 fn node(
     store: Arc<dyn SessionStore>,
     counters: &Arc<Counters>,
@@ -294,7 +293,12 @@ async fn push_probes_during_a_redis_subscription_gap() {
     let url = url("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379");
     let iso = Isolated::new(&url);
     let counters = Arc::new(Counters::default());
-    let a = node(iso.handle().await, &counters, "a", ValidationPolicy::EveryAccess);
+    let a = node(
+        iso.handle().await,
+        &counters,
+        "a",
+        ValidationPolicy::EveryAccess,
+    );
     // A long re-dial wait keeps the gap open while the test looks at it.
     let config = RedisConfig::new(url.clone())
         .prefix(iso.prefix())
@@ -308,7 +312,10 @@ async fn push_probes_during_a_redis_subscription_gap() {
     let y = a.create(backends(&["jira"])).await.unwrap().id().clone();
     b.get(&x).await.unwrap();
     b.get(&y).await.unwrap();
-    eventually("subscription live", || store.change_subscriber_addr().is_some()).await;
+    eventually("subscription live", || {
+        store.change_subscriber_addr().is_some()
+    })
+    .await;
     let addr = store.change_subscriber_addr().unwrap();
     let client = ::redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -332,7 +339,10 @@ async fn push_probes_during_a_redis_subscription_gap() {
     eventually("B resynchronised", || b.stream_live()).await;
     b.get(&y).await.unwrap();
     a.terminate(&y).await.unwrap();
-    eventually("delete event delivered after the resync", || b.cached(&y).is_none()).await;
+    eventually("delete event delivered after the resync", || {
+        b.cached(&y).is_none()
+    })
+    .await;
     a.shutdown().await;
     b.shutdown().await;
     counters.assert_balanced();

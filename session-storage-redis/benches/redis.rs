@@ -3,7 +3,10 @@
 //!
 //! Baseline: `GET` of a value as large as the session metadata JSON. Then
 //! `version`, `load` and `update` (CAS): median latency at 1 task and
-//! throughput at 64 concurrent tasks, as ratios to the baseline.
+//! throughput at 64 concurrent tasks, as ratios to the baseline. `update`
+//! is a write, so it is also reported against two write baselines: a raw
+//! `SET key value XX` of the same size, and a minimal Lua compare-and-set
+//! (`HGET v`, compare, `HSET v m`) run through `EVALSHA`.
 //!
 //! ```text
 //! SESSION_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench -p session-storage-redis --bench redis
@@ -36,17 +39,36 @@ type BoxFut<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Op {
     Get,
+    SetXx,
+    CasLua,
     Version,
     Load,
     Update,
 }
 
+/// The minimal compare-and-set a write baseline runs through `EVALSHA`.
+static CAS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then \
+           redis.call('HSET', KEYS[1], 'v', ARGV[2], 'm', ARGV[3]) return 1 end return 0",
+    )
+});
+
 impl Op {
-    const ALL: [Op; 4] = [Op::Get, Op::Version, Op::Load, Op::Update];
+    const ALL: [Op; 6] = [
+        Op::Get,
+        Op::SetXx,
+        Op::CasLua,
+        Op::Version,
+        Op::Load,
+        Op::Update,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Op::Get => "GET (baseline)",
+            Op::SetXx => "SET XX (write baseline)",
+            Op::CasLua => "EVALSHA minimal CAS (write baseline)",
             Op::Version => "version",
             Op::Load => "load",
             Op::Update => "update (CAS)",
@@ -56,7 +78,7 @@ impl Op {
     /// Target: (max latency ratio at 1 task, min throughput ratio at 64).
     fn target(self) -> Option<(f64, f64)> {
         match self {
-            Op::Get => None,
+            Op::Get | Op::SetXx | Op::CasLua => None,
             Op::Version => Some((1.2, 0.85)),
             Op::Load => Some((1.5, 0.7)),
             Op::Update => Some((2.0, 0.5)),
@@ -77,6 +99,9 @@ struct Slot {
     id: SessionId,
     key: String,
     version: Version,
+    /// The hash the minimal CAS baseline writes, and its version.
+    cas_key: String,
+    cas_version: u64,
 }
 
 impl Ctx {
@@ -90,10 +115,22 @@ impl Ctx {
         let key = format!("{}get:{n}", self.raw_prefix);
         let mut raw = self.raw.clone();
         let () = raw.set_ex(&key, &self.value, 600).await.unwrap();
+        let cas_key = format!("{}cas:{n}", self.raw_prefix);
+        let () = redis::cmd("HSET")
+            .arg(&cas_key)
+            .arg("v")
+            .arg(1)
+            .arg("m")
+            .arg(&self.value)
+            .exec_async(&mut raw)
+            .await
+            .unwrap();
         Slot {
             id,
             key,
             version: Version::INITIAL,
+            cas_key,
+            cas_version: 1,
         }
     }
 
@@ -103,6 +140,29 @@ impl Ctx {
                 Op::Get => {
                     let v: Option<String> = raw.get(&slot.key).await.unwrap();
                     black_box(v.unwrap());
+                }
+                Op::SetXx => {
+                    let ok: Option<String> = redis::cmd("SET")
+                        .arg(&slot.key)
+                        .arg(&self.value)
+                        .arg("XX")
+                        .query_async(raw)
+                        .await
+                        .unwrap();
+                    black_box(ok.expect("SET XX of an existing key"));
+                }
+                Op::CasLua => {
+                    let next = slot.cas_version + 1;
+                    let done: i64 = CAS
+                        .key(&slot.cas_key)
+                        .arg(slot.cas_version)
+                        .arg(next)
+                        .arg(&self.value)
+                        .invoke_async(raw)
+                        .await
+                        .unwrap();
+                    assert_eq!(done, 1, "minimal CAS lost its version");
+                    slot.cas_version = next;
                 }
                 Op::Version => {
                     black_box(self.store.version(&slot.id).await.unwrap().unwrap());
@@ -342,6 +402,21 @@ fn main() {
                 op.name(),
                 lat[i].as_secs_f64() * 1e6,
                 tput[i],
+            );
+        }
+        // `update` is a write: against the write baselines too.
+        let at = |op: Op| Op::ALL.iter().position(|o| *o == op).unwrap();
+        let u = at(Op::Update);
+        println!();
+        println!("| update (CAS) against | latency ratio (1 task) | throughput ratio ({TASKS} tasks) |");
+        println!("|---|---|---|");
+        for base in [Op::SetXx, Op::CasLua] {
+            let b = at(base);
+            println!(
+                "| {} | {:.2}x | {:.2}x |",
+                base.name(),
+                lat[u].as_secs_f64() / lat[b].as_secs_f64(),
+                tput[u] / tput[b],
             );
         }
         println!();

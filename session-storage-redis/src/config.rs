@@ -6,8 +6,10 @@ use session_core::{ConfigError, StoreConfig};
 
 use crate::keys::{DEFAULT_PREFIX, KeyPrefix};
 
-/// Where the store connects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the store connects. Its `Debug` output (and so
+/// [`RedisConfig`]'s) shows the URLs with passwords and secret query
+/// parameters replaced by `***` ([`session_core::redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Topology {
     /// One server (or a proxy): `redis://`, `rediss://` (feature `tls-rustls`)
@@ -15,6 +17,26 @@ pub enum Topology {
     Standalone(String),
     /// A Redis Cluster, given one or more seed node URLs (feature `cluster`).
     Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Topology::Standalone(url) => f
+                .debug_tuple("Standalone")
+                .field(&session_core::redact_url(url))
+                .finish(),
+            Topology::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(
+                    &urls
+                        .iter()
+                        .map(|u| session_core::redact_url(u))
+                        .collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
 }
 
 /// Settings for [`RedisStore::connect`](crate::RedisStore::connect).
@@ -280,6 +302,34 @@ impl RedisConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_redacts_passwords_and_secret_parameters() {
+        let shown = format!(
+            "{:?}",
+            RedisConfig::new("rediss://default:hunter2@cache:6380/0?password=swordfish")
+        );
+        assert!(
+            shown.contains("rediss://default:***@cache:6380/0"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
+        let shown = format!(
+            "{:?}",
+            RedisConfig::cluster(["redis://:hunter2@a:7001", "redis://u:swordfish@b:7002"])
+        );
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("a:7001") && shown.contains("b:7002"),
+            "{shown}"
+        );
+    }
 
     fn invalid_setting(cfg: &RedisConfig) -> &'static str {
         match cfg.validate() {

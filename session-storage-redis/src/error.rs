@@ -60,15 +60,31 @@ pub(crate) fn map_redis(err: RedisError, key: &str, timeout: Duration) -> Error 
     Error::unavailable(err)
 }
 
-/// Parses the detail of a `VMCPCORRUPT <kind> <detail>` reply.
+/// Parses the detail of a `VMCPCORRUPT <kind> <detail>` reply. A bad
+/// version comes as hex of its first 32 bytes (the scripts never echo
+/// stored bytes); it is shown as `load` shows it (lossy UTF-8).
 fn parse_corrupt(detail: &str) -> CorruptRecord {
     let (kind, rest) = detail.split_once(' ').unwrap_or((detail, ""));
     match kind {
         "wrongtype" => CorruptRecord::WrongType(rest.to_owned()),
-        "version" => CorruptRecord::InvalidVersion(rest.to_owned()),
+        "version" => CorruptRecord::InvalidVersion(unhex(rest).map_or_else(
+            || rest.to_owned(),
+            |raw| String::from_utf8_lossy(&raw).chars().take(64).collect(),
+        )),
         "missing" => CorruptRecord::MissingField(field_name(rest)),
         _ => CorruptRecord::WrongType(detail.to_owned()),
     }
+}
+
+/// Decodes lowercase hex (`None` if it is not).
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The static name of a hash field reported missing or malformed.
@@ -92,7 +108,10 @@ mod tests {
             matches!(parse_corrupt("wrongtype string"), CorruptRecord::WrongType(t) if t == "string")
         );
         assert!(
-            matches!(parse_corrupt("version abc"), CorruptRecord::InvalidVersion(v) if v == "abc")
+            matches!(parse_corrupt("version 616263"), CorruptRecord::InvalidVersion(v) if v == "abc")
+        );
+        assert!(
+            matches!(parse_corrupt("version fffe31"), CorruptRecord::InvalidVersion(v) if v == "\u{fffd}\u{fffd}1")
         );
         assert!(matches!(
             parse_corrupt("missing v"),

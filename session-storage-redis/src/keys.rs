@@ -13,8 +13,10 @@ const CHANNEL_SUFFIX: &str = "changes";
 /// would make the scan pattern match other prefixes' keys.
 const GLOB_CHARS: &[char] = &['*', '?', '[', ']', '\\'];
 
-/// A validated key prefix: non-empty, visible ASCII, ends with `:`, and
-/// holds no glob character, so `prefix*` matches exactly this prefix's keys.
+/// A validated key prefix: non-empty, visible ASCII, ends with `:`, holds
+/// no glob character (so `prefix*` matches exactly this prefix's keys) and
+/// no `{` or `}`: a Redis Cluster hash tag in the prefix would put every
+/// session in one slot, on one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPrefix {
     prefix: String,
@@ -38,6 +40,11 @@ impl KeyPrefix {
         }
         if let Some(c) = prefix.chars().find(|c| GLOB_CHARS.contains(c)) {
             return Err(invalid(&format!("holds glob character {c:?}")));
+        }
+        if let Some(c) = prefix.chars().find(|c| matches!(c, '{' | '}')) {
+            return Err(invalid(&format!(
+                "holds {c:?}: a hash tag would pin every session to one cluster slot"
+            )));
         }
         if !prefix.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Err(invalid("must be visible ASCII without spaces"));
@@ -93,7 +100,9 @@ mod tests {
     #[test]
     fn validates_prefix() {
         assert!(KeyPrefix::new("vmcp:session:").is_ok());
-        for bad in ["", "nocolon", "a*:", "a?:", "a[b]:", "a\\:", "a b:", "é:"] {
+        for bad in [
+            "", "nocolon", "a*:", "a?:", "a[b]:", "a\\:", "a b:", "é:", "{vmcp}:", "a{:", "a}:",
+        ] {
             assert!(KeyPrefix::new(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -14,7 +14,7 @@ use session_core::{
 use crate::changes::{AbortOnDrop, Subscriber, SubscriberAddr};
 use crate::config::RedisConfig;
 use crate::connection::{self, Conn};
-use crate::error::{UnexpectedReply, field_name, map_redis};
+use crate::error::{UnexpectedReply, map_redis};
 use crate::keys::KeyPrefix;
 use crate::scan;
 use crate::scripts::{SCRIPTS, invoke};
@@ -22,8 +22,9 @@ use crate::scripts::{SCRIPTS, invoke};
 /// A [`SessionStore`] on Redis (standalone, or Cluster with feature
 /// `cluster`): one hash per session at `prefix + id`, every mutation one Lua
 /// script, `load` two pipelined reads (plus the `touch` script once per
-/// slide window, [`RedisConfig::slide_fraction`]), expiry on the
-/// server's clock, changes over pub/sub.
+/// slide window, [`RedisConfig::slide_fraction`]), `touch` the same reads
+/// (so a corrupt record is reported, never slid) then its script, expiry
+/// on the server's clock, changes over pub/sub.
 ///
 /// Clones are cheap handles on the same connection and change stream. The
 /// change subscriber (its own connection) starts on the first call to
@@ -120,9 +121,9 @@ impl RedisStore {
         self.inner.conn.clone()
     }
 
-    /// What `load` and `peek` read: one pipelined round trip of two reads
-    /// (no script, nothing written), the fields and then the remaining TTL
-    /// on the server's clock, checked by [`decode_record`].
+    /// What `load`, `peek` and `touch` read: one pipelined round trip of
+    /// two reads (no script, nothing written), the fields and then the
+    /// remaining TTL on the server's clock, checked by [`decode_record`].
     async fn read(&self, key: &str) -> Result<Option<Read>> {
         // `ignore_errors`: each reply separately, so a `WRONGTYPE` from
         // `HMGET` stays a server error (corrupt), not a pipeline failure.
@@ -144,6 +145,24 @@ impl RedisStore {
         decode_record(key, fields, pttl)
     }
 
+    /// Runs the `touch` script: `true` if it slid the record, `false` if
+    /// the record was gone or past its capped deadline (then deleted, and
+    /// the delete published).
+    async fn slide(&self, key: &str, id: &SessionId) -> Result<bool> {
+        let live: i64 = invoke(
+            SCRIPTS
+                .touch
+                .key(key)
+                .arg(self.inner.max_ms)
+                .arg(self.inner.prefix.channel())
+                .arg(id.as_str()),
+            &mut self.conn(),
+        )
+        .await
+        .map_err(self.err(key))?;
+        Ok(live == 1)
+    }
+
     /// Maps an error for `key` (borrowed: nothing is allocated unless an
     /// error happens).
     fn err<'a>(&self, key: &'a str) -> impl FnOnce(RedisError) -> Error + 'a {
@@ -160,15 +179,11 @@ fn decode_metadata(key: &str, raw: &[u8]) -> Result<Metadata> {
     Metadata::from_json(text).map_err(invalid)
 }
 
-/// Decodes a version the script already checked (or `HMGET` returned).
-fn decode_version(key: &str, raw: &str) -> Result<Version> {
-    match raw.parse::<u64>() {
-        Ok(v) if v > 0 && !raw.starts_with('0') => Ok(Version::new(v)),
-        _ => Err(Error::corrupt(
-            key,
-            CorruptRecord::InvalidVersion(raw.chars().take(64).collect()),
-        )),
-    }
+/// Decodes a stored version with the one rule every store applies
+/// ([`Version::from_stored_text`]).
+fn decode_version(key: &str, raw: &[u8]) -> Result<Version> {
+    Version::from_stored_text(raw)
+        .ok_or_else(|| Error::corrupt(key, CorruptRecord::InvalidVersion(shown(raw))))
 }
 
 /// `HMGET key v m c t` as raw bytes (a corrupt record need not be UTF-8).
@@ -178,6 +193,9 @@ type Fields = (
     Option<Vec<u8>>,
     Option<Vec<u8>>,
 );
+
+/// `HMGET key v c t` as raw bytes (what `version` reads).
+type Header = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A record `load` read and checked, with what the slide decision needs.
 struct Read {
@@ -199,50 +217,64 @@ fn shown(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).chars().take(64).collect()
 }
 
-/// Checks what `load` read, with the same rules as the scripts' `read`
-/// (`lua/prelude.lua`), then the key's expiry. `None` when the key is
-/// absent, or vanished (`PTTL` -2) between the two reads.
-fn decode_record(key: &str, (v, m, c, t): Fields, pttl: i64) -> Result<Option<Read>> {
+/// The checks of `v`, `c` and `t` shared by `load`, `peek`, `touch` and
+/// `version`, with the same rules as the scripts' `read`
+/// (`lua/prelude.lua`): the version and the record's own TTL.
+fn decode_header(
+    key: &str,
+    v: Option<&[u8]>,
+    c: Option<&[u8]>,
+    t: Option<&[u8]>,
+) -> Result<(Version, u64)> {
     let missing = |field: &'static str| Error::corrupt(key, CorruptRecord::MissingField(field));
-    if v.is_none() && m.is_none() && c.is_none() && t.is_none() && pttl == -2 {
-        return Ok(None);
-    }
     // A hash without any of our fields (a foreign hash) reports `v` missing.
-    let v = v.ok_or_else(|| missing("v"))?;
-    if !is_count(&v) {
-        return Err(Error::corrupt(
-            key,
-            CorruptRecord::InvalidVersion(shown(&v)),
-        ));
-    }
-    match &c {
+    let version = decode_version(key, v.ok_or_else(|| missing("v"))?)?;
+    match c {
         Some(c) if (1..=15).contains(&c.len()) && c.iter().all(u8::is_ascii_digit) => {}
         _ => return Err(missing("c")),
     }
-    let ttl_ms = match &t {
+    let ttl_ms = match t {
         Some(t) if is_count(t) => std::str::from_utf8(t)
             .ok()
             .and_then(|t| t.parse::<u64>().ok())
             .ok_or_else(|| missing("t"))?,
         _ => return Err(missing("t")),
     };
-    let m = m.ok_or_else(|| missing("m"))?;
-    let version = decode_version(key, std::str::from_utf8(&v).unwrap_or_default())?;
-    let metadata = decode_metadata(key, &m)?;
+    Ok((version, ttl_ms))
+}
+
+/// What the key's `PTTL` says about a record whose fields were read:
+/// `Ok(false)` if it vanished (-2) right after, an error if it has no
+/// expiry at all (-1: not written by this store).
+fn live_by_pttl(key: &str, pttl: i64) -> Result<bool> {
     match pttl {
-        // Expired or deleted right after the fields were read.
-        -2 => Ok(None),
-        // The store never leaves a session without an expiry.
+        -2 => Ok(false),
         -1 => Err(Error::corrupt(
             key,
             CorruptRecord::WrongType("hash without an expiry".to_owned()),
         )),
-        pttl => Ok(Some(Read {
-            record: Record { version, metadata },
-            ttl_ms,
-            pttl,
-        })),
+        _ => Ok(true),
     }
+}
+
+/// Checks what `load` read ([`decode_header`], then the metadata), then
+/// the key's expiry. `None` when the key is absent, or vanished (`PTTL`
+/// -2) between the two reads.
+fn decode_record(key: &str, (v, m, c, t): Fields, pttl: i64) -> Result<Option<Read>> {
+    if v.is_none() && m.is_none() && c.is_none() && t.is_none() && pttl == -2 {
+        return Ok(None);
+    }
+    let (version, ttl_ms) = decode_header(key, v.as_deref(), c.as_deref(), t.as_deref())?;
+    let m = m.ok_or_else(|| Error::corrupt(key, CorruptRecord::MissingField("m")))?;
+    let metadata = decode_metadata(key, &m)?;
+    if !live_by_pttl(key, pttl)? {
+        return Ok(None);
+    }
+    Ok(Some(Read {
+        record: Record { version, metadata },
+        ttl_ms,
+        pttl,
+    }))
 }
 
 /// Whether a load should slide: more than `fraction` of the record's own
@@ -283,17 +315,15 @@ impl SessionStore for RedisStore {
         let Some(read) = self.read(&key).await? else {
             return Ok(None);
         };
-        if needs_slide(read.ttl_ms, read.pttl, self.inner.slide_fraction) {
-            // The slide window has passed: the touch script re-reads and
-            // re-checks the record and slides it by its own `t` on the
-            // server's clock, capped at `c + max_lifetime`. If the key went
-            // away in between it is a no-op; the record was live when read.
-            let _live: i64 = invoke(
-                SCRIPTS.touch.key(&key).arg(self.inner.max_ms),
-                &mut self.conn(),
-            )
-            .await
-            .map_err(self.err(&key))?;
+        // The slide window has passed: the touch script re-reads and
+        // re-checks the record and slides it by its own `t` on the
+        // server's clock, capped at `c + max_lifetime`. If the key went
+        // away in between, or the capped deadline has passed (the script
+        // then deletes it), the record is reported absent.
+        if needs_slide(read.ttl_ms, read.pttl, self.inner.slide_fraction)
+            && !self.slide(&key, id).await?
+        {
+            return Ok(None);
         }
         Ok(Some(read.record))
     }
@@ -305,24 +335,29 @@ impl SessionStore for RedisStore {
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
-        // One plain read: no script, no slide, no metadata transfer. `c` is
-        // read only to tell "no such key" from "a hash without `v`".
+        // Two pipelined reads: no script, no slide, no metadata transfer.
+        // `v`, `c` and `t` are checked as every other operation checks
+        // them; `PTTL` tells "no such key" from a hash without our fields.
         let key = self.key(id);
-        let (v, c): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
+        let (fields, pttl): (redis::RedisResult<Header>, redis::RedisResult<i64>) = redis::pipe()
+            .ignore_errors()
+            .cmd("HMGET")
             .arg(&key)
             .arg("v")
             .arg("c")
+            .arg("t")
+            .cmd("PTTL")
+            .arg(&key)
             .query_async(&mut self.conn())
             .await
             .map_err(self.err(&key))?;
-        match (v, c) {
-            (Some(v), _) => decode_version(&key, &v).map(Some),
-            (None, Some(_)) => Err(Error::corrupt(
-                &key,
-                CorruptRecord::MissingField(field_name("v")),
-            )),
-            (None, None) => Ok(None),
+        let (v, c, t) = fields.map_err(self.err(&key))?;
+        let pttl = pttl.map_err(self.err(&key))?;
+        if v.is_none() && c.is_none() && t.is_none() && pttl == -2 {
+            return Ok(None);
         }
+        let (version, _) = decode_header(&key, v.as_deref(), c.as_deref(), t.as_deref())?;
+        Ok(live_by_pttl(&key, pttl)?.then_some(version))
     }
 
     async fn update(
@@ -332,7 +367,7 @@ impl SessionStore for RedisStore {
         metadata: &Metadata,
     ) -> Result<Update> {
         let key = self.key(id);
-        let (status, version): (i64, String) = invoke(
+        let (status, version): (i64, Vec<u8>) = invoke(
             SCRIPTS
                 .update
                 .key(&key)
@@ -352,19 +387,20 @@ impl SessionStore for RedisStore {
             2 => Ok(Update::Conflict {
                 current: decode_version(&key, &version)?,
             }),
+            3 => Err(Error::VersionLimit { key }),
             _ => Err(UnexpectedReply::new("update script", &redis::Value::Int(status)).into()),
         }
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
+        // Checked like `load` first (metadata included), so a corrupt
+        // record is reported and never slid; then the script, which
+        // re-checks `v`, `c`, `t` and slides.
         let key = self.key(id);
-        let live: i64 = invoke(
-            SCRIPTS.touch.key(&key).arg(self.inner.max_ms),
-            &mut self.conn(),
-        )
-        .await
-        .map_err(self.err(&key))?;
-        Ok(live == 1)
+        if self.read(&key).await?.is_none() {
+            return Ok(false);
+        }
+        self.slide(&key, id).await
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
@@ -415,11 +451,19 @@ impl SessionStore for RedisStore {
                 scan::cluster(c, self.inner.prefix.pattern(), start, limit, timeout).await?
             }
         };
-        let ids = keys
+        let ids: Vec<SessionId> = keys
             .iter()
             .filter_map(|k| self.inner.prefix.id_of(k))
             .collect();
-        Ok(Page { ids, next })
+        let skipped = keys.len() - ids.len();
+        if skipped > 0 {
+            tracing::warn!(
+                prefix = self.inner.prefix.as_str(),
+                skipped,
+                "scan skipped keys whose suffix is not a valid session id"
+            );
+        }
+        Ok(Page { ids, next, skipped })
     }
 
     fn changes(&self) -> Option<ChangeStream> {
@@ -503,7 +547,24 @@ mod tests {
             reason(decode_record("k", fields("", "", "", ""), 100)),
             CorruptRecord::MissingField("v")
         ));
-        for bad in ["0", "01", "-1", "abc", "1234567890123456"] {
+        // Version::MAX is 16 digits and valid; one more is not.
+        assert_eq!(
+            decode_record("k", fields("9007199254740991", "{}", "1", "5"), 9)
+                .unwrap()
+                .unwrap()
+                .record
+                .version,
+            Version::MAX
+        );
+        for bad in [
+            "0",
+            "01",
+            "-1",
+            "+5",
+            "abc",
+            "9007199254740992",
+            "12345678901234567",
+        ] {
             assert!(
                 matches!(reason(decode_record("k", fields(bad, "{}", "1", "5"), 9)),
                     CorruptRecord::InvalidVersion(v) if v == bad),

@@ -100,8 +100,10 @@ async fn corrupt_case<B: Backend>(
                 .await
                 .map(|r| format!("{r:?}")),
         );
-        expect("touch", s.touch(&id).await.map(|r| format!("{r:?}")));
     }
+    // touch checks the whole record (metadata too) and never slides a corrupt one.
+    expect("touch", s.touch(&id).await.map(|r| format!("{r:?}")));
+    expect("peek", s.peek(&id).await.map(|r| format!("{r:?}")));
     assert_eq!(
         s.create(&id, &md("x", "y"), Ttl::Default).await.unwrap(),
         None
@@ -170,8 +172,121 @@ async fn corrupt_metadata_oversized<B: Backend>(h: Arc<RedisHarness<B>>) {
     .await;
 }
 
-/// A hash holding none of the store's fields is not a session `version`
-/// can see, but `load` reports it.
+/// Versions that only `version` used to accept (`+5`, 16 digits past
+/// 2^53 - 1) and bytes that are not UTF-8 are corrupt for every operation.
+async fn corrupt_signed_version<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(
+        &h,
+        Corruption::SignedVersion,
+        |r| matches!(r, CorruptRecord::InvalidVersion(v) if v == "+5"),
+    )
+    .await;
+}
+
+async fn corrupt_version_past_max<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(
+        &h,
+        Corruption::VersionPastMax,
+        |r| matches!(r, CorruptRecord::InvalidVersion(v) if v == "9007199254740992"),
+    )
+    .await;
+}
+
+async fn corrupt_non_utf8_version<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(
+        &h,
+        Corruption::NonUtf8Version,
+        |r| matches!(r, CorruptRecord::InvalidVersion(v) if v == "\u{fffd}\u{fffd}1"),
+    )
+    .await;
+}
+
+async fn corrupt_no_version_no_created<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(&h, Corruption::NoVersionNoCreated, |r| {
+        matches!(r, CorruptRecord::MissingField("v"))
+    })
+    .await;
+}
+
+async fn corrupt_metadata_not_utf8<B: Backend>(h: Arc<RedisHarness<B>>) {
+    corrupt_case(&h, Corruption::MetadataNotUtf8, |r| {
+        matches!(r, CorruptRecord::InvalidMetadata(_))
+    })
+    .await;
+}
+
+/// A record whose version is not UTF-8, touched and updated over and
+/// over, is reported corrupt each time, and no other session on the same
+/// store handle (one shared multiplexed connection) notices: every load
+/// of a healthy session succeeds meanwhile. (The scripts used to echo the
+/// raw bytes into their error line, which the client could not parse: it
+/// dropped the shared connection, and other callers saw broken pipes.)
+async fn non_utf8_version_does_not_poison_the_connection<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    let bad = SessionId::generate();
+    plant(&h.raw, &s.key(&bad), Corruption::NonUtf8Version).await;
+    let good = SessionId::generate();
+    s.create(&good, &md("a", "1"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        let good = good.clone();
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match s.load(&good).await {
+                    Ok(Some(_)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for _ in 0..20 {
+        for r in [
+            s.touch(&bad).await.map(|_| ()),
+            s.update(&bad, Version::INITIAL, &md("x", "y"))
+                .await
+                .map(|_| ()),
+            s.version(&bad).await.map(|_| ()),
+            s.load(&bad).await.map(|_| ()),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Corrupt {
+                        source: CorruptRecord::InvalidVersion(_),
+                        ..
+                    })
+                ),
+                "expected corrupt, got {r:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for r in readers {
+        let (ok, failed) = r.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} loads of a healthy session failed, e.g. {}",
+            failed.len(),
+            failed[0]
+        );
+        total += ok;
+    }
+    assert!(total > 0, "no load ran");
+}
+
+/// A hash holding none of the store's fields is corrupt for every
+/// operation, `version` included (as `create` already treats the key as
+/// taken).
 async fn corrupt_foreign_hash<B: Backend>(h: Arc<RedisHarness<B>>) {
     let s = h.store(long()).await;
     let id = SessionId::generate();
@@ -181,14 +296,26 @@ async fn corrupt_foreign_hash<B: Backend>(h: Arc<RedisHarness<B>>) {
         .q(redis::cmd("HSET").arg(&key).arg("other").arg("x"))
         .await
         .unwrap();
-    assert!(matches!(
-        s.load(&id).await,
-        Err(Error::Corrupt {
-            source: CorruptRecord::MissingField("v"),
-            ..
-        })
-    ));
-    assert_eq!(s.version(&id).await.unwrap(), None);
+    for r in [
+        s.load(&id).await.map(|_| ()),
+        s.version(&id).await.map(|_| ()),
+        s.touch(&id).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(
+                r,
+                Err(Error::Corrupt {
+                    source: CorruptRecord::MissingField("v"),
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        s.create(&id, &md("x", "y"), Ttl::Default).await.unwrap(),
+        None
+    );
     assert!(s.delete(&id).await.unwrap());
 }
 
@@ -595,7 +722,9 @@ fn connect_rejects_a_slide_fraction_outside_0_and_1_before_dialling() {
 
 #[test]
 fn connect_rejects_a_prefix_without_colon_or_with_glob_before_dialling() {
-    for bad in ["", "vmcp", "vmcp:*:", "vmcp?:", "a[1]:", "a\\b:", "a b:"] {
+    for bad in [
+        "", "vmcp", "vmcp:*:", "vmcp?:", "a[1]:", "a\\b:", "a b:", "{vmcp}:", "vmcp:{x:",
+    ] {
         assert_eq!(
             connect_outcome(|c| c.prefix(bad)),
             (Some("key prefix"), false),
@@ -670,6 +799,12 @@ macro_rules! all_cases {
             corrupt_metadata_not_string_map,
             corrupt_metadata_oversized,
             corrupt_foreign_hash,
+            corrupt_signed_version,
+            corrupt_version_past_max,
+            corrupt_non_utf8_version,
+            corrupt_no_version_no_created,
+            corrupt_metadata_not_utf8,
+            non_utf8_version_does_not_poison_the_connection,
             prefix_isolation,
             prefix_isolation_scan,
             prefix_isolation_change_stream,

@@ -105,8 +105,11 @@ pub enum NotifyMode {
 /// # let _ = cfg;
 /// # Ok::<(), session_core::ConfigError>(())
 /// ```
+///
+/// Its `Debug` output shows the URL with the password and secret query
+/// parameters replaced by `***` ([`session_core::redact_url`]).
 #[cfg(feature = "postgres")]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostgresConfig {
     pub(crate) url: String,
     pub(crate) schema: String,
@@ -118,6 +121,24 @@ pub struct PostgresConfig {
     pub(crate) listen: bool,
     pub(crate) migrate: bool,
     pub(crate) change_capacity: usize,
+}
+
+#[cfg(feature = "postgres")]
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &session_core::redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("store", &self.store)
+            .field("slide_fraction", &self.slide_fraction)
+            .field("pool", &self.pool)
+            .field("notify", &self.notify)
+            .field("listen", &self.listen)
+            .field("migrate", &self.migrate)
+            .field("change_capacity", &self.change_capacity)
+            .finish()
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -314,5 +335,28 @@ impl SqliteConfig {
     pub fn change_capacity(mut self, capacity: usize) -> Self {
         self.change_capacity = capacity;
         self
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_passwords_and_secret_parameters() {
+        let shown = format!(
+            "{:?}",
+            PostgresConfig::new(
+                "postgres://app:hunter2@db:5432/app?sslmode=require&sslpassword=swordfish"
+            )
+        );
+        assert!(
+            shown.contains("postgres://app:***@db:5432/app?sslmode=require&sslpassword=***"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
     }
 }

@@ -33,27 +33,33 @@ pub(crate) fn corrupt_version(id: &str, raw: i64) -> Error {
     Error::corrupt(id, CorruptRecord::InvalidVersion(raw.to_string()))
 }
 
-/// Converts a positive stored version.
+/// Converts a stored version with the one rule every store applies
+/// (1..=[`session_core::Version::MAX`]).
 pub(crate) fn version(id: &str, raw: i64) -> Result<session_core::Version, Error> {
-    u64::try_from(raw)
-        .ok()
-        .filter(|v| *v > 0)
-        .map(session_core::Version::new)
-        .ok_or_else(|| corrupt_version(id, raw))
+    session_core::Version::from_stored_int(raw).ok_or_else(|| corrupt_version(id, raw))
 }
 
 /// Decodes a stored row's version and metadata, naming the row if either
-/// is corrupt. Both stores' `load` use it.
+/// is corrupt. Every read of both stores uses it (`load`, `peek`, `touch`).
+/// The metadata comes as bytes: SQLite's TEXT can hold bytes that are not
+/// UTF-8, which is corrupt, not an outage.
 pub(crate) fn record(
     id: &str,
     raw_version: i64,
-    metadata: &str,
+    metadata: &[u8],
 ) -> Result<session_core::Record, Error> {
+    let version = version(id, raw_version)?;
+    let text = std::str::from_utf8(metadata)
+        .map_err(|e| corrupt_metadata(id, MetadataError::NotStringMap(e.to_string())))?;
     Ok(session_core::Record {
-        version: version(id, raw_version)?,
-        metadata: session_core::Metadata::from_json(metadata)
-            .map_err(|e| corrupt_metadata(id, e))?,
+        version,
+        metadata: session_core::Metadata::from_json(text).map_err(|e| corrupt_metadata(id, e))?,
     })
+}
+
+/// An update that would take `id` past [`session_core::Version::MAX`].
+pub(crate) fn version_limit(id: &str) -> Error {
+    Error::VersionLimit { key: id.to_owned() }
 }
 
 /// A version as the `bigint` the column holds (versions past `i64::MAX`

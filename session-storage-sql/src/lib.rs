@@ -7,8 +7,9 @@
 //!   created by embedded, versioned migrations ([`migrate`]) that are safe
 //!   when several stores start at once.
 //! - Every operation is one statement on the database's clock (a load
-//!   whose throttle window has passed sends a second one, the slide);
-//!   updates are compare-and-set and never create.
+//!   whose throttle window has passed sends a second one, the slide, and
+//!   `touch` reads and decodes the row before its slide); updates are
+//!   compare-and-set and never create.
 //! - Postgres changes travel over `pg_notify` in the writing statement (or
 //!   batched right after commit, [`NotifyMode`]) and a reconnecting
 //!   listener that signals [`session_core::Change::Down`] when it loses its

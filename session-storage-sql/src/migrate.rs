@@ -22,23 +22,38 @@ pub(crate) struct Migration {
 pub const MIGRATIONS_TABLE: &str = "_session_store_migrations";
 
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "sessions table and expiry index",
-    template: include_str!("../migrations/postgres/0001_sessions.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sessions table and expiry index",
+        template: include_str!("../migrations/postgres/0001_sessions.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "version in 1..=2^53-1",
+        template: include_str!("../migrations/postgres/0002_version_check.sql"),
+    },
+];
 
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "sessions table and expiry index",
-    template: include_str!("../migrations/sqlite/0001_sessions.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sessions table and expiry index",
+        template: include_str!("../migrations/sqlite/0001_sessions.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "version in 1..=2^53-1",
+        template: include_str!("../migrations/sqlite/0002_version_check.sql"),
+    },
+];
 
 impl Migration {
     /// The template with identifiers substituted: `{{table}}` is the
     /// quoted (schema-qualified when `schema` is given) table, `{{index}}`
-    /// the quoted name `<table>_expires_at`.
+    /// the quoted name `<table>_expires_at`, `{{name}}` the bare table
+    /// name (validated: safe inside double quotes).
     pub(crate) fn render(&self, schema: Option<&Ident>, table: &Ident) -> String {
         let qualified = match schema {
             Some(s) => format!("{}.{}", s.quoted(), table.quoted()),
@@ -47,21 +62,22 @@ impl Migration {
         self.template
             .replace("{{table}}", &qualified)
             .replace("{{index}}", &format!("\"{}_expires_at\"", table.as_str()))
+            .replace("{{name}}", table.as_str())
     }
 }
 
 #[cfg(feature = "postgres")]
 pub(crate) async fn postgres(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     schema: &Ident,
     table: &Ident,
 ) -> Result<(), sqlx::Error> {
-    use sqlx::{AssertSqlSafe, Row};
+    use sqlx::{AssertSqlSafe, Connection, Row};
 
     let lock_key = i64::from_ne_bytes(
         crate::ident::fnv1a(format!("session-storage-sql:{schema}").as_bytes()).to_ne_bytes(),
     );
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key)
         .execute(&mut *tx)

@@ -9,7 +9,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use session_core::{
-    Change, Error, InvalidInput, Metadata, SessionId, SessionStore, StoreConfig, Ttl,
+    Change, CorruptRecord, Error, InvalidInput, Metadata, SessionId, SessionStore, StoreConfig,
+    Ttl, Version,
 };
 use session_storage_sql::{CleanupConfig, PostgresConfig, PostgresStore};
 use sqlx::{AssertSqlSafe, PgPool};
@@ -79,7 +80,7 @@ fn migrations_are_idempotent_and_safe_concurrently() {
             format!("SELECT count(*) FROM \"{schema}\"._session_store_migrations WHERE table_name = 'sessions'"),
         )
         .await;
-        assert_eq!(applied, 1, "each migration recorded exactly once");
+        assert_eq!(applied, 2, "each migration recorded exactly once");
         let indexes = count(
             &admin,
             format!(
@@ -531,5 +532,136 @@ fn change_stream_ends_when_the_store_is_gone() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(left, 0, "listener connection left open");
+    });
+}
+
+/// Migration 2 adds `CHECK (version BETWEEN 1 AND 2^53-1)` to a table that
+/// already holds rows breaking it (written before the migration): the
+/// migration succeeds and keeps them (`NOT VALID`), the store reports them
+/// as corrupt, and no new row can break it.
+#[test]
+fn version_check_migrates_over_old_bad_rows_and_refuses_new_ones() {
+    with_schema(|url, schema, admin| async move {
+        // The table as migration 1 alone left it.
+        let table = format!("\"{schema}\".\"{}\"", pg::TABLE);
+        let mut tx = admin.begin().await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE SCHEMA \"{schema}\"; {} ; \
+             CREATE TABLE \"{schema}\"._session_store_migrations (table_name text NOT NULL, \
+               version integer NOT NULL, name text NOT NULL, \
+               applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, version)); \
+             INSERT INTO \"{schema}\"._session_store_migrations (table_name, version, name) \
+               VALUES ('{}', 1, 'sessions table and expiry index')",
+            include_str!("../migrations/postgres/0001_sessions.sql").replace("{{table}}", &table),
+            pg::TABLE,
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let ids: Vec<(SessionId, i64)> = [0, -1, 1 << 53, 7]
+            .into_iter()
+            .map(|v| (SessionId::generate(), v))
+            .collect();
+        for (id, v) in &ids {
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {table} (id, version, metadata, created_at, expires_at, ttl) \
+                 VALUES ($1, $2, '{{}}', now(), now() + interval '1 hour', interval '1 hour')"
+            )))
+            .bind(id.as_str())
+            .bind(v)
+            .execute(&admin)
+            .await
+            .unwrap();
+        }
+        let store = connect(&url, &schema, StoreConfig::default()).await;
+        for (id, v) in &ids[..3] {
+            for r in [
+                store.load(id).await.map(|_| ()),
+                store.version(id).await.map(|_| ()),
+                store.touch(id).await.map(|_| ()),
+                store
+                    .update(id, Version::INITIAL, &Metadata::new())
+                    .await
+                    .map(|_| ()),
+            ] {
+                assert!(
+                    matches!(
+                        &r,
+                        Err(Error::Corrupt {
+                            source: CorruptRecord::InvalidVersion(s),
+                            ..
+                        }) if *s == v.to_string()
+                    ),
+                    "version {v}: {r:?}"
+                );
+            }
+        }
+        assert_eq!(
+            store.version(&ids[3].0).await.unwrap(),
+            Some(Version::new(7))
+        );
+        // New rows cannot break the check.
+        let refused = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (id, version, metadata, created_at, expires_at, ttl) \
+             VALUES ('x', 0, '{{}}', now(), now() + interval '1 hour', interval '1 hour')"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap_err();
+        assert_eq!(
+            refused
+                .as_database_error()
+                .and_then(sqlx::error::DatabaseError::code)
+                .as_deref(),
+            Some("23514"),
+            "{refused}"
+        );
+        let refused = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {table} SET version = 9007199254740992 WHERE id = $1"
+        )))
+        .bind(ids[3].0.as_str())
+        .execute(&admin)
+        .await
+        .unwrap_err();
+        assert!(refused.as_database_error().is_some(), "{refused}");
+    });
+}
+
+/// A server that refuses the connection is reported at once as
+/// `Unavailable` (the refusal), not after the pool's 5 s acquire timeout
+/// (or the listener's 10 s) as a `Timeout`: with migrations, with only the
+/// listener, and with both.
+#[test]
+fn refused_connection_fails_fast() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Port 1 on loopback: nothing listens, the kernel refuses at once.
+        let url = "postgres://postgres@127.0.0.1:1/test";
+        for (migrate, listen) in [(true, true), (true, false), (false, true)] {
+            let started = std::time::Instant::now();
+            let outcome =
+                PostgresStore::connect(PostgresConfig::new(url).migrate(migrate).listen(listen))
+                    .await;
+            let took = started.elapsed();
+            match outcome {
+                Err(Error::Unavailable(source)) => {
+                    let text = format!("{source:?}");
+                    assert!(text.contains("ConnectionRefused"), "{text}");
+                }
+                Err(other) => panic!(
+                    "migrate {migrate}, listen {listen}: expected the refusal, got {other:?}"
+                ),
+                Ok(_) => panic!("connected to a closed port"),
+            }
+            assert!(
+                took < Duration::from_secs(2),
+                "migrate {migrate}, listen {listen}: the refusal took {took:?}"
+            );
+        }
     });
 }

@@ -7,7 +7,9 @@ mod lite;
 
 use std::time::Duration;
 
-use session_core::{Metadata, SessionId, SessionStore, StoreConfig, Ttl};
+use session_core::{
+    CorruptRecord, Error, Metadata, SessionId, SessionStore, StoreConfig, Ttl, Version,
+};
 use session_storage_sql::{CleanupConfig, SqliteConfig, SqliteStore};
 use sqlx::AssertSqlSafe;
 
@@ -57,7 +59,7 @@ fn file_is_wal_persistent_and_migrates_once_under_concurrent_opens() {
         .fetch_one(s.pool())
         .await
         .unwrap();
-        assert_eq!(recorded, 1);
+        assert_eq!(recorded, 2);
         let id = SessionId::generate();
         let md = Metadata::new().with("k", "v").unwrap();
         s.create(&id, &md, Ttl::Default).await.unwrap().unwrap();
@@ -151,6 +153,106 @@ fn cleanup_removes_only_expired_rows() {
             assert!(store.version(id).await.unwrap().is_some());
         }
         cleanup.stop();
+        store.pool().close().await;
+    });
+}
+
+/// Migration 2 adds the version check (as triggers: SQLite cannot add a
+/// CHECK to an existing table) to a table that already holds rows breaking
+/// it: the migration succeeds and keeps them, the store reports them as
+/// corrupt, and no new row can break it.
+#[test]
+fn version_check_migrates_over_old_bad_rows_and_refuses_new_ones() {
+    with_file(|path| async move {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        // The table as migration 1 alone left it.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "{} ; CREATE TABLE _session_store_migrations (table_name TEXT NOT NULL, \
+               version INTEGER NOT NULL, name TEXT NOT NULL, \
+               applied_at INTEGER NOT NULL DEFAULT (unixepoch()), PRIMARY KEY (table_name, version)); \
+             INSERT INTO _session_store_migrations (table_name, version, name) \
+               VALUES ('{t}', 1, 'sessions table and expiry index')",
+            include_str!("../migrations/sqlite/0001_sessions.sql")
+                .replace("{{table}}", &format!("\"{}\"", lite::TABLE))
+                .replace("{{index}}", &format!("\"{}_expires_at\"", lite::TABLE)),
+            t = lite::TABLE,
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let ids: Vec<(SessionId, i64)> = [0, -1, 1 << 53, 7]
+            .into_iter()
+            .map(|v| (SessionId::generate(), v))
+            .collect();
+        for (id, v) in &ids {
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO \"{}\" (id, version, metadata, created_at, expires_at, ttl_ms) \
+                 VALUES (?1, ?2, '{{}}', 0, CAST(unixepoch('subsec') * 1000 AS INTEGER) + 3600000, 3600000)",
+                lite::TABLE
+            )))
+            .bind(id.as_str())
+            .bind(v)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+        let store = SqliteStore::open(SqliteConfig::file(&path).table(lite::TABLE))
+            .await
+            .expect("migration 2 over old bad rows");
+        for (id, v) in &ids[..3] {
+            for r in [
+                store.load(id).await.map(|_| ()),
+                store.version(id).await.map(|_| ()),
+                store.touch(id).await.map(|_| ()),
+                store
+                    .update(id, Version::INITIAL, &Metadata::new())
+                    .await
+                    .map(|_| ()),
+            ] {
+                assert!(
+                    matches!(
+                        &r,
+                        Err(Error::Corrupt {
+                            source: CorruptRecord::InvalidVersion(s),
+                            ..
+                        }) if *s == v.to_string()
+                    ),
+                    "version {v}: {r:?}"
+                );
+            }
+        }
+        assert_eq!(
+            store.version(&ids[3].0).await.unwrap(),
+            Some(Version::new(7))
+        );
+        for sql in [
+            format!(
+                "INSERT INTO \"{}\" (id, version, metadata, created_at, expires_at, ttl_ms) \
+                 VALUES ('x', 0, '{{}}', 0, 1, 1)",
+                lite::TABLE
+            ),
+            format!(
+                "UPDATE \"{}\" SET version = 9007199254740992 WHERE id = '{}'",
+                lite::TABLE,
+                ids[3].0
+            ),
+        ] {
+            let refused = sqlx::query(AssertSqlSafe(sql))
+                .execute(store.pool())
+                .await
+                .unwrap_err();
+            assert!(
+                refused.to_string().contains("version_in_range"),
+                "{refused}"
+            );
+        }
         store.pool().close().await;
     });
 }

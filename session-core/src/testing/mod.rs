@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use crate::config::StoreConfig;
 use crate::id::SessionId;
 use crate::store::SessionStore;
+use crate::version::Version;
 
 /// Kinds of corruption a harness can plant for the corrupt-record case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,25 +39,50 @@ pub enum Corruption {
     MetadataNotStringMap,
     /// The metadata is a valid JSON string map beyond the size limits.
     MetadataOversized,
+    /// The version field holds bytes that are not UTF-8.
+    NonUtf8Version,
+    /// The version has a sign (`+5`).
+    SignedVersion,
+    /// The version is 0.
+    ZeroVersion,
+    /// The version is negative (-5).
+    NegativeVersion,
+    /// The version is 2^53 (one past [`Version::MAX`](crate::Version::MAX)).
+    VersionPastMax,
+    /// A record holding neither a version nor a creation time (only
+    /// metadata and a TTL).
+    NoVersionNoCreated,
+    /// The metadata bytes are not UTF-8.
+    MetadataNotUtf8,
 }
 
 impl Corruption {
     /// Every kind, in the order the contract case tries them.
-    pub const ALL: [Corruption; 6] = [
+    pub const ALL: [Corruption; 13] = [
         Corruption::WrongType,
         Corruption::MissingVersion,
         Corruption::NonNumericVersion,
         Corruption::MetadataNotJson,
         Corruption::MetadataNotStringMap,
         Corruption::MetadataOversized,
+        Corruption::NonUtf8Version,
+        Corruption::SignedVersion,
+        Corruption::ZeroVersion,
+        Corruption::NegativeVersion,
+        Corruption::VersionPastMax,
+        Corruption::NoVersionNoCreated,
+        Corruption::MetadataNotUtf8,
     ];
 
     /// Whether the version itself is unreadable (so `version` and `update`
     /// must report the corruption too).
     pub fn breaks_version(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Corruption::WrongType | Corruption::MissingVersion | Corruption::NonNumericVersion
+            Corruption::MetadataNotJson
+                | Corruption::MetadataNotStringMap
+                | Corruption::MetadataOversized
+                | Corruption::MetadataNotUtf8
         )
     }
 }
@@ -74,8 +100,9 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// Prepares isolated storage (a unique prefix, schema or file).
     async fn setup() -> Self;
 
-    /// A handle on this harness's storage. Handles from repeated calls with
-    /// the same config share data (a "second node").
+    /// A handle on this harness's storage. Handles from repeated calls share
+    /// data whatever their configs (a "second node", possibly deployed with
+    /// another TTL or max_lifetime: `past_deadline_is_expired` needs this).
     async fn store(&self, config: StoreConfig) -> Self::Store;
 
     /// Removes everything [`Harness::setup`] and the cases created.
@@ -118,6 +145,19 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// The raw stored bytes of `id`'s record (content only, not expiry), to
     /// check that a failing call left it intact.
     async fn raw(&self, id: &SessionId) -> Option<String>;
+
+    /// Sets the version of `id`'s live record (created through a store of
+    /// this harness) to `version` directly in storage, for the version
+    /// ceiling case. Every store must support it.
+    async fn set_version(&self, id: &SessionId, version: Version);
+
+    /// Writes a live record whose key or row id is not a valid session id
+    /// (as someone else might), removed again by teardown. `false` if this
+    /// store cannot hold one (typed keys): the scan case then checks only
+    /// that nothing is skipped.
+    async fn plant_bad_id(&self) -> bool {
+        false
+    }
 }
 
 /// Runs one contract case on a fresh harness; tears it down even if the
@@ -183,6 +223,10 @@ macro_rules! store_contract_tests {
             concurrent_cas_writers_lose_nothing,
             metadata_limits_hold_in_storage,
             corrupt_record_reported_and_left_intact,
+            corrupt_metadata_repaired_by_cas,
+            version_ceiling_is_a_typed_error,
+            past_deadline_is_expired,
+            scan_skips_and_counts_bad_ids,
             scan_sees_every_live_session_under_churn,
             scan_rejects_zero_limit,
             change_stream_reports_other_handles_writes,

@@ -424,14 +424,17 @@ impl Isolated {
     pub async fn handle(&self) -> Arc<dyn SessionStore> {
         #[cfg(feature = "redis")]
         if self.url.starts_with("redis") {
-            let config = session_manager::RedisConfig::new(self.url.clone())
-                .prefix(self.prefix());
+            let config = session_manager::RedisConfig::new(self.url.clone()).prefix(self.prefix());
             return Arc::new(session_manager::RedisStore::connect(config).await.unwrap());
         }
         #[cfg(feature = "postgres")]
         if self.url.starts_with("postgres") {
             let config = session_manager::PostgresConfig::new(self.url.clone()).schema(&self.name);
-            return Arc::new(session_manager::PostgresStore::connect(config).await.unwrap());
+            return Arc::new(
+                session_manager::PostgresStore::connect(config)
+                    .await
+                    .unwrap(),
+            );
         }
         panic!("no store for {}", self.url)
     }
@@ -441,11 +444,16 @@ impl Isolated {
         #[cfg(feature = "postgres")]
         if self.url.starts_with("postgres") {
             let config = session_manager::PostgresConfig::new(self.url.clone()).schema(&self.name);
-            let store = session_manager::PostgresStore::connect(config).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name)))
-                .execute(store.pool())
+            let store = session_manager::PostgresStore::connect(config)
                 .await
                 .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.name
+            )))
+            .execute(store.pool())
+            .await
+            .unwrap();
             return;
         }
         let store = self.handle().await;

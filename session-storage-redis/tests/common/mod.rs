@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, Value};
 use session_core::testing::{Corruption, Harness, require_url};
-use session_core::{Cursor, SessionId, SessionStore, StoreConfig};
+use session_core::{Cursor, SessionId, SessionStore, StoreConfig, Version};
 use session_storage_redis::{RedisConfig, RedisStore};
 
 /// Environment variable naming the standalone test server.
@@ -145,6 +145,9 @@ pub struct RedisHarness<B> {
     pub prefix: String,
     /// Raw access.
     pub raw: Raw,
+    /// Keys planted under the prefix that a scan cannot name (invalid
+    /// ids), deleted at teardown.
+    pub extra_keys: std::sync::Mutex<Vec<String>>,
     _backend: PhantomData<B>,
 }
 
@@ -194,6 +197,7 @@ impl<B: Backend> Harness for RedisHarness<B> {
         Self {
             prefix: unique_prefix(""),
             raw: B::raw().await,
+            extra_keys: std::sync::Mutex::new(Vec::new()),
             _backend: PhantomData,
         }
     }
@@ -204,6 +208,10 @@ impl<B: Backend> Harness for RedisHarness<B> {
 
     async fn teardown(&self) {
         self.clean(&self.prefix).await;
+        let extra = std::mem::take(&mut *self.extra_keys.lock().unwrap());
+        for key in extra {
+            let _: Result<i64, _> = self.raw.q(redis::cmd("DEL").arg(key)).await;
+        }
     }
 
     fn ttl_unit(&self) -> Duration {
@@ -217,6 +225,45 @@ impl<B: Backend> Harness for RedisHarness<B> {
 
     async fn raw(&self, id: &SessionId) -> Option<String> {
         raw_dump(&self.raw, &self.key(id)).await
+    }
+
+    async fn set_version(&self, id: &SessionId, version: Version) {
+        let n: i64 = self
+            .raw
+            .q(redis::cmd("HSET")
+                .arg(self.key(id))
+                .arg("v")
+                .arg(version.get().to_string()))
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "set_version on a record that does not exist");
+    }
+
+    async fn plant_bad_id(&self) -> bool {
+        // A space is not allowed in a session id; the hash is otherwise
+        // a valid record.
+        let key = format!("{}bad id {}", self.prefix, uuid::Uuid::new_v4().simple());
+        self.extra_keys.lock().unwrap().push(key.clone());
+        let _: i64 = self
+            .raw
+            .q(redis::cmd("HSET")
+                .arg(&key)
+                .arg("v")
+                .arg("1")
+                .arg("m")
+                .arg("{}")
+                .arg("c")
+                .arg("1")
+                .arg("t")
+                .arg("600000"))
+            .await
+            .unwrap();
+        let _: i64 = self
+            .raw
+            .q(redis::cmd("PEXPIRE").arg(&key).arg(600_000))
+            .await
+            .unwrap();
+        true
     }
 
     async fn interrupt_changes(&self, store: &RedisStore) -> bool {
@@ -264,13 +311,13 @@ pub async fn kill_subscriber<B: Backend>(store: &RedisStore) {
 pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
     let _: i64 = raw.q(redis::cmd("DEL").arg(key)).await.unwrap();
     let good = [
-        ("v", "1".to_owned()),
-        ("m", "{}".to_owned()),
-        ("c", "1".to_owned()),
-        ("t", "600000".to_owned()),
+        ("v", b"1".to_vec()),
+        ("m", b"{}".to_vec()),
+        ("c", b"1".to_vec()),
+        ("t", b"600000".to_vec()),
     ];
-    let mut fields: Vec<(&str, String)> = good.to_vec();
-    let mut set = |f: &str, v: String| {
+    let mut fields: Vec<(&str, Vec<u8>)> = good.to_vec();
+    let mut set = |f: &str, v: Vec<u8>| {
         for e in &mut fields {
             if e.0 == f {
                 e.1.clone_from(&v);
@@ -290,11 +337,21 @@ pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
             return;
         }
         Corruption::MissingVersion => fields.retain(|(f, _)| *f != "v"),
-        Corruption::NonNumericVersion => set("v", "abc".to_owned()),
-        Corruption::MetadataNotJson => set("m", "{not json".to_owned()),
-        Corruption::MetadataNotStringMap => set("m", r#"{"a":1}"#.to_owned()),
+        Corruption::NonNumericVersion => set("v", b"abc".to_vec()),
+        Corruption::NonUtf8Version => set("v", b"\xff\xfe1".to_vec()),
+        Corruption::SignedVersion => set("v", b"+5".to_vec()),
+        Corruption::ZeroVersion => set("v", b"0".to_vec()),
+        Corruption::NegativeVersion => set("v", b"-5".to_vec()),
+        Corruption::VersionPastMax => set("v", b"9007199254740992".to_vec()),
+        Corruption::NoVersionNoCreated => fields.retain(|(f, _)| *f != "v" && *f != "c"),
+        Corruption::MetadataNotJson => set("m", b"{not json".to_vec()),
+        Corruption::MetadataNotStringMap => set("m", br#"{"a":1}"#.to_vec()),
+        Corruption::MetadataNotUtf8 => set("m", b"{\"a\":\"\xff\"}".to_vec()),
         Corruption::MetadataOversized => {
-            set("m", format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024)));
+            set(
+                "m",
+                format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024)).into_bytes(),
+            );
         }
         other => panic!("unknown corruption {other:?}"),
     }
@@ -316,11 +373,12 @@ pub async fn raw_dump(raw: &Raw, key: &str) -> Option<String> {
     match ty.as_str() {
         "none" => None,
         "string" => Some(format!(
-            "string:{}",
-            raw.q::<String>(redis::cmd("GET").arg(key)).await.unwrap()
+            "string:{:?}",
+            raw.q::<Vec<u8>>(redis::cmd("GET").arg(key)).await.unwrap()
         )),
         "hash" => {
-            let mut pairs: Vec<(String, String)> =
+            // Bytes, not strings: a corrupt record need not be UTF-8.
+            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
                 raw.q(redis::cmd("HGETALL").arg(key)).await.unwrap();
             pairs.sort();
             Some(format!("hash:{pairs:?}"))

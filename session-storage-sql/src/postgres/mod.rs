@@ -33,7 +33,8 @@ const AMBIGUOUS_RETRIES: usize = 8;
 ///
 /// One row per session in a configurable, validated `schema.table`
 /// (see the README for the layout). Every operation is one statement and
-/// one round trip (a load that slides: two), on the server's clock:
+/// one round trip (a load that slides, and `touch`: two), on the server's
+/// clock:
 ///
 /// - `create` inserts, replacing only an expired row (`ON CONFLICT ... DO
 ///   UPDATE ... WHERE expires_at <= now()`), never a live one;
@@ -119,10 +120,23 @@ impl PostgresStore {
             .test_before_acquire(p.test_before_acquire)
             .connect_lazy_with(options.clone());
         let err = |e| from_sqlx(e, p.acquire_timeout, p.statement_timeout);
-        if cfg.migrate {
-            migrate::postgres(&pool, &schema, &table)
-                .await
-                .map_err(err)?;
+        if cfg.migrate || cfg.listen {
+            // One direct connection first, which runs the migrations: the
+            // pool (and the listener's) would retry a refused connection
+            // until its acquire timeout and report a `Timeout`; a refusal
+            // is an outage, reported at once as `Unavailable`.
+            let mut conn = tokio::time::timeout(p.acquire_timeout, async {
+                <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await
+            })
+            .await
+            .map_err(|_| Error::Timeout(p.acquire_timeout))?
+            .map_err(err)?;
+            if cfg.migrate {
+                migrate::postgres(&mut conn, &schema, &table)
+                    .await
+                    .map_err(err)?;
+            }
+            let _ = sqlx::Connection::close(conn).await;
         }
         let channel = sql::channel(&schema, &table);
         let (hub, listener) = if cfg.listen {
@@ -216,7 +230,39 @@ async fn read(inner: &Inner, id: &SessionId) -> Result<Option<(Record, bool)>> {
     let v: i64 = row.try_get(0).map_err(|e| inner.err(e))?;
     let md: &str = row.try_get(1).map_err(|e| inner.err(e))?;
     let stale: bool = row.try_get(2).map_err(|e| inner.err(e))?;
-    Ok(Some((error::record(id.as_str(), v, md)?, stale)))
+    Ok(Some((error::record(id.as_str(), v, md.as_bytes())?, stale)))
+}
+
+/// What a slide statement did.
+struct Slid {
+    /// The row slid.
+    slid: bool,
+    /// The row was past its capped deadline: deleted (and notified).
+    expired: bool,
+}
+
+/// Runs the `slide` (`throttled`, a load's) or `touch` statement.
+async fn slide(inner: &Inner, id: &SessionId, throttled: bool) -> Result<Slid> {
+    let statement = if throttled {
+        &inner.sql.slide
+    } else {
+        &inner.sql.touch
+    };
+    let mut q = sqlx::query(statement.clone())
+        .bind(id.as_str())
+        .bind(inner.max_ms);
+    if throttled {
+        q = q.bind(inner.fraction);
+    }
+    let row = q.fetch_one(&inner.pool).await.map_err(|e| inner.err(e))?;
+    let out = Slid {
+        slid: row.try_get(0).map_err(|e| inner.err(e))?,
+        expired: row.try_get(1).map_err(|e| inner.err(e))?,
+    };
+    if out.expired {
+        inner.notify_after(|| format!("d:{id}"));
+    }
+    Ok(out)
 }
 
 async fn purge(inner: &Inner, batch: u32) -> Result<u64> {
@@ -258,17 +304,12 @@ impl SessionStore for PostgresStore {
         let Some((record, stale)) = read(inner, id).await? else {
             return Ok(None);
         };
-        if stale {
-            // Once per throttle window per session: the statement re-checks
-            // liveness and the window, so a concurrent slide, update or
-            // delete turns it into a no-op.
-            sqlx::query(inner.sql.slide.clone())
-                .bind(id.as_str())
-                .bind(inner.max_ms)
-                .bind(inner.fraction)
-                .execute(&inner.pool)
-                .await
-                .map_err(|e| inner.err(e))?;
+        // Once per throttle window per session: the statement re-checks
+        // liveness and the window, so a concurrent slide, update or delete
+        // turns it into a no-op. A row past its capped deadline is deleted
+        // by it and reported absent.
+        if stale && slide(inner, id, true).await?.expired {
+            return Ok(None);
         }
         Ok(Some(record))
     }
@@ -308,6 +349,7 @@ impl SessionStore for PostgresStore {
                 .map_err(|e| inner.err(e))?;
             let applied: Option<i64> = row.try_get(0).map_err(|e| inner.err(e))?;
             let current: Option<i64> = row.try_get(1).map_err(|e| inner.err(e))?;
+            let expired: bool = row.try_get(2).map_err(|e| inner.err(e))?;
             match (applied, current) {
                 (Some(v), _) => {
                     let v = version(id.as_str(), v)?;
@@ -315,6 +357,15 @@ impl SessionStore for PostgresStore {
                     return Ok(Update::Applied(v));
                 }
                 (None, None) => return Ok(Update::Missing),
+                // At the expected version but past its capped deadline:
+                // the statement deleted it.
+                (None, Some(_)) if expired => {
+                    inner.notify_after(|| format!("d:{id}"));
+                    return Ok(Update::Missing);
+                }
+                (None, Some(v)) if v == expected_raw && expected == Version::MAX => {
+                    return Err(error::version_limit(id.as_str()));
+                }
                 // The snapshot showed the expected version, yet the update
                 // matched nothing: a writer committed in between. Ask again
                 // with a fresh snapshot.
@@ -335,14 +386,13 @@ impl SessionStore for PostgresStore {
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
+        // Checked like `load` first (a corrupt row is reported and never
+        // slid), then the slide, which re-checks liveness.
         let inner = &*self.inner;
-        let done = sqlx::query(inner.sql.touch.clone())
-            .bind(id.as_str())
-            .bind(inner.max_ms)
-            .execute(&inner.pool)
-            .await
-            .map_err(|e| inner.err(e))?;
-        Ok(done.rows_affected() > 0)
+        if read(inner, id).await?.is_none() {
+            return Ok(false);
+        }
+        Ok(slide(inner, id, false).await?.slid)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
@@ -384,7 +434,7 @@ impl SessionStore for PostgresStore {
             }
         }
         .map_err(|e| inner.err(e))?;
-        page(rows, limit)
+        Ok(page(rows, limit, inner.table.as_str()))
     }
 
     fn changes(&self) -> Option<ChangeStream> {

@@ -22,15 +22,17 @@ pub(crate) struct Statements {
     /// `$1` id, `$2` max lifetime ms, `$3` slide fraction → `version`,
     /// `metadata`, `stale` (whether the slide throttle's window has passed).
     pub(crate) load: SqlStr,
-    /// `$1` id, `$2` max lifetime ms, `$3` slide fraction → rows affected;
-    /// re-checks liveness and the throttle, so a race makes it a no-op.
+    /// `$1` id, `$2` max lifetime ms, `$3` slide fraction → `slid`,
+    /// `expired`; re-checks liveness and the throttle, so a race makes it a
+    /// no-op; deletes (and notifies) a row past its capped deadline.
     pub(crate) slide: SqlStr,
     /// `$1` id → `version`.
     pub(crate) version: SqlStr,
     /// `$1` id, `$2` expected, `$3` metadata, `$4` ttl ms, `$5` max ms
-    /// → `applied`, `current` (both nullable).
+    /// → `applied`, `current` (both nullable), `expired` (the row was at
+    /// the expected version but past its capped deadline: deleted).
     pub(crate) update: SqlStr,
-    /// `$1` id, `$2` max ms → rows affected.
+    /// `$1` id, `$2` max ms → `slid`, `expired` (as `slide`, no throttle).
     pub(crate) touch: SqlStr,
     /// `$1` id → a row with `live` if a row was removed.
     pub(crate) delete: SqlStr,
@@ -64,7 +66,27 @@ impl Statements {
                 format!(", CASE WHEN live THEN pg_notify('{c}', 'd:' || $1::text)::text END AS n")
             })
             .unwrap_or_default();
+        let notify_expired = channel
+            .map(|c| {
+                format!(
+                    ", CASE WHEN EXISTS (SELECT 1 FROM del) THEN pg_notify('{c}', 'd:' || $1::text)::text END AS nd"
+                )
+            })
+            .unwrap_or_default();
         let row_deadline = deadline("ttl", ms!(2));
+        // A live row whose capped deadline (`created_at + max`) has passed:
+        // max_lifetime lowered since it was created. Any slide deletes it.
+        let past = |max: &str| format!("created_at + {max} <= now()");
+        let not_past = |max: &str| format!("(created_at + {max} > now()) IS NOT FALSE");
+        // Slides (touch, a load's throttled slide): the row slides, or is
+        // deleted if past its capped deadline; never both (exclusive WHEREs).
+        let slide = |throttle: &str| {
+            format!(
+                "WITH del AS (DELETE FROM {t} WHERE id = $1 AND expires_at > now() AND {past} RETURNING 1),                  upd AS (UPDATE {t} SET expires_at = {row_deadline}                    WHERE id = $1 AND expires_at > now() AND {not_past}{throttle} RETURNING 1)                  SELECT EXISTS (SELECT 1 FROM upd) AS slid, EXISTS (SELECT 1 FROM del) AS expired{notify_expired}",
+                past = past(ms!(2)),
+                not_past = not_past(ms!(2)),
+            )
+        };
         Self {
             create: sql(format!(
                 "WITH ins AS (\
@@ -82,28 +104,34 @@ impl Statements {
                 "SELECT version, metadata, expires_at < {row_deadline} - ttl * $3::float8 AS stale \
                  FROM {t} WHERE id = $1 AND expires_at > now()"
             )),
-            slide: sql(format!(
-                "UPDATE {t} SET expires_at = {row_deadline} \
-                 WHERE id = $1 AND expires_at > now() \
-                   AND expires_at < {row_deadline} - ttl * $3::float8"
-            )),
+            slide: sql(slide(&format!(
+                " AND expires_at < {row_deadline} - ttl * $3::float8"
+            ))),
             version: sql(format!(
                 "SELECT version FROM {t} WHERE id = $1 AND expires_at > now()"
             )),
+            // Order of checks, as in every store: missing, conflict, the
+            // version ceiling (nothing written), the capped deadline
+            // (deleted), then the write.
             update: sql(format!(
                 "WITH cur AS (SELECT version FROM {t} WHERE id = $1 AND expires_at > now()), \
+                 del AS (DELETE FROM {t} WHERE id = $1 AND version = $2 AND version < {max_version} \
+                   AND expires_at > now() AND {past} RETURNING 1), \
                  upd AS (\
                    UPDATE {t} SET version = version + 1, metadata = $3, ttl = {ttl}, \
                      expires_at = {dl} \
-                   WHERE id = $1 AND version = $2 AND expires_at > now() \
+                   WHERE id = $1 AND version = $2 AND version < {max_version} \
+                     AND expires_at > now() AND {not_past} \
                    RETURNING version) \
-                 SELECT (SELECT version FROM upd) AS applied, (SELECT version FROM cur) AS current{notify_update}",
+                 SELECT (SELECT version FROM upd) AS applied, (SELECT version FROM cur) AS current, \
+                   EXISTS (SELECT 1 FROM del) AS expired{notify_update}{notify_expired}",
                 ttl = ms!(4),
                 dl = deadline(ms!(4), ms!(5)),
+                past = past(ms!(5)),
+                not_past = not_past(ms!(5)),
+                max_version = session_core::Version::MAX.get(),
             )),
-            touch: sql(format!(
-                "UPDATE {t} SET expires_at = {row_deadline} WHERE id = $1 AND expires_at > now()"
-            )),
+            touch: sql(slide("")),
             delete: sql(format!(
                 "WITH del AS (DELETE FROM {t} WHERE id = $1 RETURNING expires_at > now() AS live) \
                  SELECT live{notify_delete} FROM del"

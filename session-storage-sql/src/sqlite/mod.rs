@@ -210,13 +210,29 @@ impl SqliteStore {
             .map_err(|e| self.err(e))?;
         let Some(row) = row else { return Ok(None) };
         let v: i64 = row.try_get(0).map_err(|e| self.err(e))?;
-        let md: &str = row.try_get(1).map_err(|e| self.err(e))?;
+        // Bytes: TEXT can hold bytes that are not UTF-8 (corrupt, not an outage).
+        let md: &[u8] = row.try_get(1).map_err(|e| self.err(e))?;
         let stale: bool = row.try_get(2).map_err(|e| self.err(e))?;
         Ok(Some((error::record(id.as_str(), v, md)?, stale)))
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
         sqlite_err(e, self.shared.busy_timeout)
+    }
+
+    /// Deletes `id` if it is live but past its capped deadline (max_lifetime
+    /// lowered since it was created), publishing the delete. `true` if so.
+    async fn expire(&self, id: &SessionId) -> Result<bool> {
+        let gone: Option<i64> = sqlx::query_scalar(self.shared.sql.expire.clone())
+            .bind(id.as_str())
+            .bind(self.max_ms)
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if gone.is_some() {
+            self.publish(Change::Deleted { id: id.clone() });
+        }
+        Ok(gone.is_some())
     }
 
     fn publish(&self, change: Change) {
@@ -279,14 +295,18 @@ impl SessionStore for SqliteStore {
         };
         if stale {
             // Re-checked in the statement: a concurrent slide or delete
-            // makes this a no-op.
-            sqlx::query(sh.sql.slide.clone())
+            // makes this a no-op. A row past its capped deadline does not
+            // slide: it is deleted and reported absent.
+            let slid = sqlx::query(sh.sql.slide.clone())
                 .bind(id.as_str())
                 .bind(self.max_ms)
                 .bind(sh.fraction)
                 .execute(&sh.pool)
                 .await
                 .map_err(|e| self.err(e))?;
+            if slid.rows_affected() == 0 && self.expire(id).await? {
+                return Ok(None);
+            }
         }
         Ok(Some(record))
     }
@@ -326,40 +346,70 @@ impl SessionStore for SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
+        let mut expired = false;
         let outcome = if let Some(v) = applied {
             Update::Applied(version(id.as_str(), v)?)
         } else {
-            // Same transaction: nothing can change between the two reads.
-            let current: Option<i64> = sqlx::query_scalar(sh.sql.version.clone())
+            // Same transaction: nothing can change between the reads.
+            let current: Option<(i64, bool)> = sqlx::query_as(sh.sql.current.clone())
                 .bind(id.as_str())
+                .bind(self.max_ms)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
             match current {
-                Some(v) => Update::Conflict {
+                Some((v, _)) if v != version_param(expected) => Update::Conflict {
                     current: version(id.as_str(), v)?,
                 },
+                // At the expected version, yet not applied: the ceiling
+                // (nothing written), or past its capped deadline (deleted).
+                Some(_) if expected >= Version::MAX => {
+                    return Err(error::version_limit(id.as_str()));
+                }
+                Some((_, past)) => {
+                    debug_assert!(past, "the update matched nothing for no reason");
+                    let gone: Option<i64> = sqlx::query_scalar(sh.sql.expire.clone())
+                        .bind(id.as_str())
+                        .bind(self.max_ms)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                    expired = gone.is_some();
+                    Update::Missing
+                }
                 None => Update::Missing,
             }
         };
         tx.commit().await.map_err(|e| self.err(e))?;
-        if let Update::Applied(version) = outcome {
-            self.publish(Change::Written {
+        match outcome {
+            Update::Applied(version) => self.publish(Change::Written {
                 id: id.clone(),
                 version,
-            });
+            }),
+            Update::Missing if expired => self.publish(Change::Deleted { id: id.clone() }),
+            _ => {}
         }
         Ok(outcome)
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {
+        // Checked like `load` first (a corrupt row is reported and never
+        // slid), then the slide, which re-checks liveness; a row past its
+        // capped deadline is deleted instead.
+        if self.read(id).await?.is_none() {
+            return Ok(false);
+        }
         let done = sqlx::query(self.shared.sql.touch.clone())
             .bind(id.as_str())
             .bind(self.max_ms)
             .execute(&self.shared.pool)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        self.expire(id).await?;
+        Ok(false)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
@@ -399,7 +449,7 @@ impl SessionStore for SqliteStore {
             }
         }
         .map_err(|e| self.err(e))?;
-        page(rows, limit)
+        Ok(page(rows, limit, sh.table.as_str()))
     }
 
     fn changes(&self) -> Option<ChangeStream> {

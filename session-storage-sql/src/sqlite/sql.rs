@@ -14,14 +14,21 @@ pub(crate) struct Statements {
     pub(crate) create: SqlStr,
     /// `?1` id, `?2` max ms, `?3` fraction → `version`, `metadata`, `stale`.
     pub(crate) load: SqlStr,
-    /// `?1` id, `?2` max ms, `?3` fraction → rows affected.
+    /// `?1` id, `?2` max ms, `?3` fraction → rows affected (never a row
+    /// past its capped deadline: see `expire`).
     pub(crate) slide: SqlStr,
     /// `?1` id → `version`.
     pub(crate) version: SqlStr,
+    /// `?1` id, `?2` max ms → `version`, `past` (its capped deadline has
+    /// passed).
+    pub(crate) current: SqlStr,
     /// `?1` id, `?2` expected, `?3` metadata, `?4` ttl ms, `?5` max ms → `version`.
     pub(crate) update: SqlStr,
-    /// `?1` id, `?2` max ms → rows affected.
+    /// `?1` id, `?2` max ms → rows affected (as `slide`).
     pub(crate) touch: SqlStr,
+    /// `?1` id, `?2` max ms → a row if a live row past its capped
+    /// deadline (`created_at + max`) was deleted.
+    pub(crate) expire: SqlStr,
     /// `?1` id → `live` if a row was removed.
     pub(crate) delete: SqlStr,
     /// `?1` limit → ids.
@@ -56,19 +63,30 @@ impl Statements {
             )),
             slide: sql(format!(
                 "UPDATE {t} SET expires_at = {row_deadline} \
-                 WHERE id = ?1 AND expires_at > {NOW} AND {stale}"
+                 WHERE id = ?1 AND expires_at > {NOW} AND created_at + ?2 > {NOW} AND {stale}"
             )),
             version: sql(format!(
                 "SELECT version FROM {t} WHERE id = ?1 AND expires_at > {NOW}"
             )),
+            current: sql(format!(
+                "SELECT version, created_at + ?2 <= {NOW} AS past FROM {t} \
+                 WHERE id = ?1 AND expires_at > {NOW}"
+            )),
             update: sql(format!(
                 "UPDATE {t} SET version = version + 1, metadata = ?3, ttl_ms = ?4, \
                    expires_at = min({NOW} + ?4, created_at + ?5) \
-                 WHERE id = ?1 AND version = ?2 AND expires_at > {NOW} \
-                 RETURNING version"
+                 WHERE id = ?1 AND version = ?2 AND version < {max_version} \
+                   AND expires_at > {NOW} AND created_at + ?5 > {NOW} \
+                 RETURNING version",
+                max_version = session_core::Version::MAX.get(),
             )),
             touch: sql(format!(
-                "UPDATE {t} SET expires_at = {row_deadline} WHERE id = ?1 AND expires_at > {NOW}"
+                "UPDATE {t} SET expires_at = {row_deadline} \
+                 WHERE id = ?1 AND expires_at > {NOW} AND created_at + ?2 > {NOW}"
+            )),
+            expire: sql(format!(
+                "DELETE FROM {t} WHERE id = ?1 AND expires_at > {NOW} AND created_at + ?2 <= {NOW} \
+                 RETURNING 1"
             )),
             delete: sql(format!(
                 "DELETE FROM {t} WHERE id = ?1 RETURNING expires_at > {NOW} AS live"

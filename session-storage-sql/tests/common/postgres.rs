@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_core::testing::{Corruption, Harness};
-use session_core::{SessionId, StoreConfig, limits};
+use session_core::{SessionId, StoreConfig, Version, limits};
 use session_storage_sql::{PoolConfig, PostgresConfig, PostgresStore};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
@@ -140,9 +140,37 @@ pub struct PgHarness {
     pub admin: PgPool,
 }
 
+/// `session_core::Version::MAX` as the column's type.
+pub const MAX_VERSION: i64 = (1 << 53) - 1;
+
 impl PgHarness {
     fn qualified(&self) -> String {
         format!("\"{}\".\"{TABLE}\"", self.schema)
+    }
+
+    /// Makes sure the table exists (migrations run on connect).
+    pub async fn ensure_table(&self) {
+        drop(
+            PostgresStore::connect(
+                self::config(&self.url, &self.schema, StoreConfig::default()).listen(false),
+            )
+            .await
+            .expect("connect"),
+        );
+    }
+
+    /// The definition of the version CHECK that migration 2 adds.
+    pub async fn version_check(&self) -> Option<String> {
+        sqlx::query_scalar(
+            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c \
+             JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND t.relname = $2 AND c.conname = 'version_in_range'",
+        )
+        .bind(&self.schema)
+        .bind(TABLE)
+        .fetch_optional(&self.admin)
+        .await
+        .expect("read the version CHECK")
     }
 }
 
@@ -172,33 +200,91 @@ impl Harness for PgHarness {
     }
 
     async fn plant(&self, id: &SessionId, kind: Corruption) -> bool {
-        let metadata = match kind {
-            Corruption::MetadataNotJson => "{not json".to_owned(),
-            Corruption::MetadataNotStringMap => r#"{"a":1,"b":["c"]}"#.to_owned(),
-            Corruption::MetadataOversized => {
-                format!(r#"{{"k":"{}"}}"#, "v".repeat(limits::MAX_VALUE_LEN + 1))
-            }
-            // bigint NOT NULL version and typed columns cannot hold these.
+        let ok = "{}".to_owned();
+        let (version, metadata) = match kind {
+            Corruption::MetadataNotJson => (1, "{not json".to_owned()),
+            Corruption::MetadataNotStringMap => (1, r#"{"a":1,"b":["c"]}"#.to_owned()),
+            Corruption::MetadataOversized => (
+                1,
+                format!(r#"{{"k":"{}"}}"#, "v".repeat(limits::MAX_VALUE_LEN + 1)),
+            ),
+            // Rows stored before migration 2 added the version CHECK.
+            Corruption::ZeroVersion => (0, ok),
+            Corruption::NegativeVersion => (-5, ok),
+            Corruption::VersionPastMax => (1 << 53, ok),
+            // A bigint NOT NULL version, typed columns and UTF-8 text
+            // cannot hold the others.
             _ => return false,
         };
-        // Make sure the table exists (migrations run on connect).
-        drop(
-            PostgresStore::connect(
-                self::config(&self.url, &self.schema, StoreConfig::default()).listen(false),
-            )
-            .await
-            .expect("connect"),
-        );
-        sqlx::query(AssertSqlSafe(format!(
+        self.ensure_table().await;
+        let insert = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {} (id, version, metadata, created_at, expires_at, ttl) \
-             VALUES ($1, 1, $2, now(), now() + interval '1 hour', interval '1 hour')",
+             VALUES ($1, $2, $3, now(), now() + interval '1 hour', interval '1 hour')",
             self.qualified()
         )))
         .bind(id.as_str())
-        .bind(metadata)
+        .bind(version)
+        .bind(metadata);
+        let check = if (1..=MAX_VERSION).contains(&version) {
+            None
+        } else {
+            self.version_check().await
+        };
+        if let Some(def) = check {
+            // The CHECK refuses the row now; plant it as a row written
+            // before the migration: without the constraint, which is then
+            // added back exactly as the migration adds it (NOT VALID).
+            let mut tx = self.admin.begin().await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "ALTER TABLE {} DROP CONSTRAINT version_in_range",
+                self.qualified()
+            )))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            insert.execute(&mut *tx).await.expect("plant corrupt row");
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "ALTER TABLE {} ADD CONSTRAINT version_in_range {def}",
+                self.qualified()
+            )))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        } else {
+            insert
+                .execute(&self.admin)
+                .await
+                .expect("plant corrupt row");
+        }
+        true
+    }
+
+    async fn set_version(&self, id: &SessionId, version: Version) {
+        let n = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {} SET version = $2 WHERE id = $1",
+            self.qualified()
+        )))
+        .bind(id.as_str())
+        .bind(i64::try_from(version.get()).unwrap())
         .execute(&self.admin)
         .await
-        .expect("plant corrupt row");
+        .expect("set version")
+        .rows_affected();
+        assert_eq!(n, 1, "set_version on a row that does not exist");
+    }
+
+    async fn plant_bad_id(&self) -> bool {
+        self.ensure_table().await;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (id, version, metadata, created_at, expires_at, ttl) \
+             VALUES ($1, 1, '{{}}', now(), now() + interval '1 hour', interval '1 hour')",
+            self.qualified()
+        )))
+        .bind(format!("bad id {}", uuid::Uuid::new_v4().simple()))
+        .execute(&self.admin)
+        .await
+        .expect("plant a row with an invalid id");
         true
     }
 

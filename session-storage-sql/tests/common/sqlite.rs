@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use session_core::testing::{Corruption, Harness};
-use session_core::{SessionId, StoreConfig, limits};
+use session_core::{SessionId, StoreConfig, Version, limits};
 use session_storage_sql::{SqliteConfig, SqliteStore};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use tokio::sync::OnceCell;
@@ -26,31 +26,97 @@ pub fn remove_db(path: &std::path::Path) {
     }
 }
 
+/// `session_core::Version::MAX` as the column's type.
+pub const MAX_VERSION: i64 = (1 << 53) - 1;
+
 async fn plant_row(pool: &SqlitePool, id: &SessionId, kind: Corruption) -> bool {
-    let metadata = match kind {
-        Corruption::MetadataNotJson => "{not json".to_owned(),
-        Corruption::MetadataNotStringMap => r#"{"a":1,"b":["c"]}"#.to_owned(),
-        Corruption::MetadataOversized => {
-            format!(r#"{{"k":"{}"}}"#, "v".repeat(limits::MAX_VALUE_LEN + 1))
-        }
-        // STRICT INTEGER NOT NULL version cannot hold the others.
+    let ok = b"{}".to_vec();
+    let (version, metadata): (i64, Vec<u8>) = match kind {
+        Corruption::MetadataNotJson => (1, b"{not json".to_vec()),
+        Corruption::MetadataNotStringMap => (1, br#"{"a":1,"b":["c"]}"#.to_vec()),
+        Corruption::MetadataOversized => (
+            1,
+            format!(r#"{{"k":"{}"}}"#, "v".repeat(limits::MAX_VALUE_LEN + 1)).into_bytes(),
+        ),
+        Corruption::MetadataNotUtf8 => (1, b"{\"a\":\"\xff\"}".to_vec()),
+        // Rows stored before migration 2 added the version check.
+        Corruption::ZeroVersion => (0, ok),
+        Corruption::NegativeVersion => (-5, ok),
+        Corruption::VersionPastMax => (1 << 53, ok),
+        // A STRICT INTEGER NOT NULL version cannot hold the others.
         _ => return false,
     };
-    sqlx::query(AssertSqlSafe(format!(
+    let insert = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO \"{TABLE}\" (id, version, metadata, created_at, expires_at, ttl_ms) \
-         VALUES (?1, 1, ?2, 0, CAST(unixepoch('subsec') * 1000 AS INTEGER) + 3600000, 3600000)"
+         VALUES (?1, ?2, CAST(?3 AS TEXT), 0, CAST(unixepoch('subsec') * 1000 AS INTEGER) + 3600000, 3600000)"
     )))
     .bind(id.as_str())
-    .bind(metadata)
+    .bind(version)
+    .bind(metadata);
+    if (1..=MAX_VERSION).contains(&version) {
+        insert.execute(pool).await.expect("plant corrupt row");
+        return true;
+    }
+    // The triggers refuse the row now; plant it as a row written before
+    // the migration: without them, then recreated exactly as they were.
+    let mut conn = pool.acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+        .await
+        .unwrap();
+    let triggers: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1",
+    )
+    .bind(TABLE)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+
+    for (name, _) in &triggers {
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP TRIGGER \"{name}\"")))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    insert.execute(&mut *tx).await.expect("plant corrupt row");
+    for (_, sql) in &triggers {
+        sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    true
+}
+
+async fn set_row_version(pool: &SqlitePool, id: &SessionId, version: Version) {
+    let n = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE \"{TABLE}\" SET version = ?2 WHERE id = ?1"
+    )))
+    .bind(id.as_str())
+    .bind(i64::try_from(version.get()).unwrap())
     .execute(pool)
     .await
-    .expect("plant corrupt row");
+    .expect("set version")
+    .rows_affected();
+    assert_eq!(n, 1, "set_version on a row that does not exist");
+}
+
+async fn plant_bad_id_row(pool: &SqlitePool) -> bool {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO \"{TABLE}\" (id, version, metadata, created_at, expires_at, ttl_ms) \
+         VALUES (?1, 1, '{{}}', 0, CAST(unixepoch('subsec') * 1000 AS INTEGER) + 3600000, 3600000)"
+    )))
+    .bind(format!("bad id {}", uuid::Uuid::new_v4().simple()))
+    .execute(pool)
+    .await
+    .expect("plant a row with an invalid id");
     true
 }
 
 async fn raw_row(pool: &SqlitePool, id: &SessionId) -> Option<String> {
+    // hex(metadata): a corrupt row's text need not be UTF-8.
     sqlx::query(AssertSqlSafe(format!(
-        "SELECT id || '|' || version || '|' || metadata || '|' || created_at || '|' || ttl_ms \
+        "SELECT id || '|' || version || '|' || hex(metadata) || '|' || created_at || '|' || ttl_ms \
          FROM \"{TABLE}\" WHERE id = ?1"
     )))
     .bind(id.as_str())
@@ -103,6 +169,16 @@ impl Harness for FileHarness {
         let store = self.store(StoreConfig::default()).await;
         raw_row(store.pool(), id).await
     }
+
+    async fn set_version(&self, id: &SessionId, version: Version) {
+        let store = self.store(StoreConfig::default()).await;
+        set_row_version(store.pool(), id, version).await;
+    }
+
+    async fn plant_bad_id(&self) -> bool {
+        let store = self.store(StoreConfig::default()).await;
+        plant_bad_id_row(store.pool()).await
+    }
 }
 
 /// A harness on a private in-memory database; further handles share it.
@@ -148,5 +224,13 @@ impl Harness for MemoryHarness {
 
     async fn raw(&self, id: &SessionId) -> Option<String> {
         raw_row(self.base().await.pool(), id).await
+    }
+
+    async fn set_version(&self, id: &SessionId, version: Version) {
+        set_row_version(self.base().await.pool(), id, version).await;
+    }
+
+    async fn plant_bad_id(&self) -> bool {
+        plant_bad_id_row(self.base().await.pool()).await
     }
 }
