@@ -169,13 +169,18 @@ fn find_python() {
         .status()
         .is_ok_and(|s| s.success());
     if !present {
-        eprintln!("xtask: installing mcp=={PY_MCP_VERSION} into {}", venv.display());
+        eprintln!(
+            "xtask: installing mcp=={PY_MCP_VERSION} into {}",
+            venv.display()
+        );
         let mut mk = Command::new("python3");
         mk.args(["-m", "venv"]).arg(&venv);
         let mut pip = Command::new(venv.join("bin/pip"));
         pip.args(["install", "--quiet", &format!("mcp=={PY_MCP_VERSION}")]);
         if let Err(e) = run(mk).and_then(|()| run(pip)) {
-            eprintln!("xtask: {e}: the gateway's Python E2E test will fail and say how to provide one");
+            eprintln!(
+                "xtask: {e}: the gateway's Python E2E test will fail and say how to provide one"
+            );
             return;
         }
     }
