@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager|gateway]"
             );
             return ExitCode::from(2);
         }
@@ -148,8 +148,48 @@ impl Drop for Cluster {
     }
 }
 
+/// The Python `mcp` SDK version the gateway's E2E test drives.
+const PY_MCP_VERSION: &str = "2.3.0";
+const PYTHON_VAR: &str = "GATEWAY_TEST_PYTHON";
+
+/// Makes sure `target/py-mcp` holds the pinned Python `mcp` SDK (quick when
+/// it does) and points the gateway's E2E test at it.
+fn find_python() {
+    if std::env::var_os(PYTHON_VAR).is_some() {
+        eprintln!("xtask: {PYTHON_VAR} given by the environment");
+        return;
+    }
+    let venv = root().join("target/py-mcp");
+    let py = venv.join("bin/python");
+    let probe = format!(
+        "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '{PY_MCP_VERSION}')"
+    );
+    let present = Command::new(&py)
+        .args(["-c", &probe])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        eprintln!(
+            "xtask: installing mcp=={PY_MCP_VERSION} into {}",
+            venv.display()
+        );
+        let mut mk = Command::new("python3");
+        mk.args(["-m", "venv"]).arg(&venv);
+        let mut pip = Command::new(venv.join("bin/pip"));
+        pip.args(["install", "--quiet", &format!("mcp=={PY_MCP_VERSION}")]);
+        if let Err(e) = run(mk).and_then(|()| run(pip)) {
+            eprintln!(
+                "xtask: {e}: the gateway's Python E2E test will fail and say how to provide one"
+            );
+            return;
+        }
+    }
+    set_env(PYTHON_VAR, &py.display().to_string());
+}
+
 fn test(extra: &[String]) -> Result<(), String> {
     find_backends();
+    find_python();
     let _cluster = Cluster::start()?;
     let mut cmd = with_env(cargo());
     cmd.args(["test", "--workspace", "--all-features"]);
@@ -185,6 +225,7 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ("redis", "session-storage-redis", "redis", ""),
     ("postgres", "session-storage-sql", "postgres", ""),
     ("manager", "session-manager", "manager", "redis,postgres"),
+    ("gateway", "session-gateway", "gateway", "redis"),
 ];
 
 fn bench(name: Option<&str>) -> Result<(), String> {

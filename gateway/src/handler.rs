@@ -1,0 +1,118 @@
+//! The MCP server the gateway presents: backend tools as `NAME__TOOL`.
+
+use std::borrow::Cow;
+
+use futures_util::future::join_all;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+
+use crate::session::{LiveSession, Manager, with_backend};
+
+/// Separator between backend name and tool name.
+pub const SEP: &str = "__";
+
+/// One rmcp handler per client session on a node (cheap: a manager handle).
+#[derive(Clone)]
+pub struct GatewayHandler {
+    mgr: Manager,
+}
+
+impl GatewayHandler {
+    /// A handler over `mgr`.
+    pub fn new(mgr: Manager) -> Self {
+        Self { mgr }
+    }
+}
+
+fn live_of(ctx: &RequestContext<RoleServer>) -> Result<LiveSession, McpError> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<LiveSession>())
+        .cloned()
+        .ok_or_else(|| McpError::internal_error("no live session for this request", None))
+}
+
+impl ServerHandler for GatewayHandler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "session-gateway",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+            .with_instructions("Tools of every backend, named BACKEND__TOOL.")
+    }
+
+    /// Handshake-era versions only: 2026-07-28 is stateless (no
+    /// `Mcp-Session-Id`), so clients must fall back to `initialize`.
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(ProtocolVersion::known_up_to(
+            &ProtocolVersion::LATEST_WITH_INITIALIZE,
+        ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let live = live_of(&ctx)?;
+        let lists = join_all(live.session().slots().map(|slot| {
+            let live = live.clone();
+            async move {
+                let res = with_backend(&self.mgr, &live, slot, |peer| async move {
+                    peer.list_all_tools().await
+                })
+                .await;
+                (slot, res)
+            }
+        }))
+        .await;
+        let mut tools = Vec::new();
+        for (slot, res) in lists {
+            match res {
+                Ok(list) => tools.extend(list.into_iter().map(|mut t| {
+                    t.name = Cow::Owned(format!("{}{SEP}{}", slot.spec.name, t.name));
+                    t
+                })),
+                Err(e) => tracing::warn!(error = %e, "listing a backend's tools failed"),
+            }
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let live = live_of(&ctx)?;
+        let name = request.name.to_string();
+        let unknown = || {
+            McpError::invalid_params(
+                format!(
+                    "unknown tool {name:?}: no backend serves it (tools are named BACKEND{SEP}TOOL)"
+                ),
+                None,
+            )
+        };
+        let (backend, tool) = name.split_once(SEP).ok_or_else(unknown)?;
+        let slot = live.session().slot(backend).ok_or_else(unknown)?;
+        let mut params = request.clone();
+        params.name = Cow::Owned(tool.to_owned());
+        let res = with_backend(&self.mgr, &live, slot, |peer| {
+            let params = params.clone();
+            async move { peer.call_tool(params).await }
+        })
+        .await;
+        Ok(match res {
+            Ok(result) => result,
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
+        }
+        .into())
+    }
+}

@@ -1,0 +1,19 @@
+//! session-gateway: an MCP gateway on rmcp whose client sessions are
+//! [`session_manager`] sessions, so any node serves any session.
+//!
+//! - [`node`]: one node (`/mcp`, `/healthz`, `/readyz`, `/metrics`);
+//! - [`rmcp_sessions`]: rmcp's server-side session manager over ours;
+//! - [`session`]: live sessions, backend slots, expiry healing;
+//! - [`backend`]: the resumable, never-deleting-on-drop backend client;
+//! - [`demo`]: demo backends, `--demo` and `--demo --tour`;
+//! - [`admin`]: the `sessions` operator commands.
+
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod handler;
+pub mod metrics;
+pub mod node;
+pub mod rmcp_sessions;
+pub mod session;

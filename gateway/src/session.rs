@@ -1,0 +1,477 @@
+//! Live gateway sessions: one slot per backend, each holding at most one
+//! rmcp client on the backend session the stored metadata names.
+//!
+//! A slot is reconciled with the metadata on use: the manager hands every
+//! request the live session with the snapshot it currently serves (adopted
+//! without a rebuild when only backend session ids changed), and a slot
+//! whose client is on another backend session than the snapshot names
+//! resumes the named one. So a backend session healed on one node reaches
+//! the others through the manager, with no rebuild and no eviction storm.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use session_core::{Metadata, SessionId, Snapshot, Version, WorkloadId, keys};
+use session_manager::{BuildCause, Built, Live, SessionFactory, SessionManager};
+
+use crate::backend::{self, Conn, ConnectError};
+use crate::config::BackendSpec;
+
+/// Metadata key holding the client's `initialize` parameters (JSON), used
+/// to replay the handshake when another node restores the session.
+pub const CLIENT_INIT: &str = "gateway.client.init";
+/// Prefix of the keys holding what each backend answered to `initialize`.
+pub const BACKEND_INIT_PREFIX: &str = "gateway.backend.init.";
+
+/// The metadata key holding `workload`'s `initialize` answer.
+pub fn backend_init_key(workload: &WorkloadId) -> String {
+    format!("{BACKEND_INIT_PREFIX}{workload}")
+}
+
+/// A live session as the manager caches it.
+pub type LiveSession = Arc<Live<Arc<GatewaySession>>>;
+/// The manager the gateway runs.
+pub type Manager = SessionManager<GatewayFactory>;
+
+/// The node-local part of a client session: one slot per backend.
+#[derive(Debug)]
+pub struct GatewaySession {
+    slots: BTreeMap<WorkloadId, Arc<Slot>>,
+}
+
+impl GatewaySession {
+    /// The slot of backend `name`.
+    pub fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.slots
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Every slot, by backend name.
+    pub fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        self.slots.values()
+    }
+}
+
+/// A connection and the stored version it corresponds to.
+#[derive(Debug)]
+struct Held {
+    conn: Arc<Conn>,
+    version: Version,
+}
+
+/// One backend of one live session.
+#[derive(Debug)]
+pub struct Slot {
+    /// The backend.
+    pub spec: BackendSpec,
+    held: tokio::sync::Mutex<Option<Held>>,
+}
+
+/// Why a backend could not serve a request.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendFailure {
+    /// Connecting failed.
+    #[error("backend {backend} unavailable: {source}")]
+    Connect {
+        /// The backend.
+        backend: WorkloadId,
+        /// Why.
+        source: ConnectError,
+    },
+    /// The request failed.
+    #[error("backend {backend} failed: {message}")]
+    Call {
+        /// The backend.
+        backend: WorkloadId,
+        /// Why.
+        message: String,
+    },
+    /// Recording the new backend session failed (session gone, storage down).
+    #[error("session update failed: {0}")]
+    Manager(#[from] session_manager::Error),
+}
+
+/// Builds live sessions: connects every backend on create, resumes lazily on restore.
+pub struct GatewayFactory {
+    backends: Vec<BackendSpec>,
+    http: reqwest::Client,
+}
+
+impl GatewayFactory {
+    /// A factory over `backends`, sharing `http`.
+    pub fn new(backends: Vec<BackendSpec>, http: reqwest::Client) -> Self {
+        Self { backends, http }
+    }
+
+    /// The configured backends.
+    pub fn backends(&self) -> &[BackendSpec] {
+        &self.backends
+    }
+
+    /// The shared HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Error from [`GatewayFactory::build`] (metadata limits).
+#[derive(Debug, thiserror::Error)]
+#[error("building session metadata failed: {0}")]
+pub struct BuildError(String);
+
+#[async_trait]
+impl SessionFactory for GatewayFactory {
+    type Session = Arc<GatewaySession>;
+    type Error = BuildError;
+
+    async fn build(
+        &self,
+        snapshot: &Snapshot,
+        cause: BuildCause,
+    ) -> Result<Built<Arc<GatewaySession>>, BuildError> {
+        let mut md = snapshot.metadata.clone();
+        let mut slots = BTreeMap::new();
+        let fresh = if cause == BuildCause::Create {
+            join_all(
+                self.backends
+                    .iter()
+                    .map(|b| backend::connect_fresh(&self.http, &b.url)),
+            )
+            .await
+        } else {
+            Vec::new()
+        };
+        let mut fresh = fresh.into_iter();
+        for spec in &self.backends {
+            let mut held = None;
+            if let Some(res) = fresh.next() {
+                match res {
+                    Ok(conn) => {
+                        md = keys::with_backend(&md, &spec.name, &conn.session_id)
+                            .map_err(|e| BuildError(e.to_string()))?
+                            .with(backend_init_key(&spec.name), conn.init_json.clone())
+                            .map_err(|e| BuildError(e.to_string()))?;
+                        held = Some(Held {
+                            conn: Arc::new(conn),
+                            version: snapshot.version,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(backend = %spec.name, error = %e, "backend unavailable at session create");
+                        md = keys::with_backend(&md, &spec.name, "")
+                            .map_err(|e| BuildError(e.to_string()))?;
+                    }
+                }
+            }
+            slots.insert(
+                spec.name.clone(),
+                Arc::new(Slot {
+                    spec: spec.clone(),
+                    held: tokio::sync::Mutex::new(held),
+                }),
+            );
+        }
+        Ok(Built::new(Arc::new(GatewaySession { slots }), md))
+    }
+
+    async fn close(&self, _session: Arc<GatewaySession>) {
+        // Dropping the clients closes them; `BackendHttp` never deletes a
+        // backend session on drop (other nodes may still use it).
+    }
+
+    fn matches(&self, live: &Snapshot, stored: &Snapshot) -> bool {
+        // Slots follow the stored backend session ids on use, so only the
+        // identity binding decides.
+        live.metadata.get(keys::IDENTITY_BINDING) == stored.metadata.get(keys::IDENTITY_BINDING)
+    }
+}
+
+fn stored_backend(md: &Metadata, w: &WorkloadId) -> (Option<String>, Option<String>) {
+    (
+        keys::backend_session(md, w).map(str::to_owned),
+        md.get(&backend_init_key(w)).map(str::to_owned),
+    )
+}
+
+/// Deletes a backend session in the background (best effort, idempotent).
+fn delete_later(http: &reqwest::Client, url: &str, sid: &str) {
+    let (http, url, sid) = (http.clone(), url.to_owned(), sid.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = backend::delete_backend_session(&http, &url, &sid).await {
+            tracing::debug!(error = %e, "deleting a replaced backend session failed");
+        }
+    });
+}
+
+impl Slot {
+    /// The client for the backend session `live`'s snapshot names,
+    /// resuming or (when none is recorded) opening and recording one.
+    pub async fn conn(
+        &self,
+        mgr: &Manager,
+        live: &LiveSession,
+    ) -> Result<Arc<Conn>, BackendFailure> {
+        let w = &self.spec.name;
+        let http = mgr.factory().http();
+        let (want, init) = stored_backend(live.metadata(), w);
+        let mut held = self.held.lock().await;
+        if let Some(h) = held.as_ref()
+            && (h.version > live.version() || Some(&h.conn.session_id) == want.as_ref())
+        {
+            return Ok(h.conn.clone());
+        }
+        let replaced = held.take();
+        let out = match (want, init) {
+            (Some(sid), Some(init)) => {
+                let conn = backend::resume(http, &self.spec.url, &sid, &init)
+                    .await
+                    .map_err(|source| BackendFailure::Connect {
+                        backend: w.clone(),
+                        source,
+                    })?;
+                let conn = Arc::new(conn);
+                *held = Some(Held {
+                    conn: conn.clone(),
+                    version: live.version(),
+                });
+                Ok(conn)
+            }
+            (old, _) => {
+                self.install_fresh(mgr, live.id(), old.as_deref(), &mut held)
+                    .await
+            }
+        };
+        if let (Some(r), Some(now)) = (replaced, held.as_ref())
+            && r.conn.session_id != now.conn.session_id
+        {
+            // The store no longer names it: nobody uses it any more.
+            delete_later(http, &self.spec.url, &r.conn.session_id);
+        }
+        out
+    }
+
+    /// Heals after the backend answered 404 for `expired`: tells the
+    /// manager, opens a new backend session and records it by CAS (one
+    /// winner across nodes; losers delete theirs and adopt the winner's).
+    pub async fn heal(
+        &self,
+        mgr: &Manager,
+        id: &SessionId,
+        expired: &str,
+    ) -> Result<Arc<Conn>, BackendFailure> {
+        let w = &self.spec.name;
+        let http = mgr.factory().http();
+        let mut held = self.held.lock().await;
+        if let Some(h) = held.as_ref()
+            && h.conn.session_id != expired
+        {
+            return Ok(h.conn.clone()); // healed meanwhile on this node
+        }
+        *held = None;
+        metrics::counter!("gateway_backend_expired_total", "backend" => w.to_string()).increment(1);
+        // Expire the backend in the session *if it still names the expired
+        // backend session*: one CAS. (The manager's `notify_backend_expired`
+        // removes the backend whatever session id is recorded, so a node
+        // that saw the 404 late would remove a backend session another node
+        // just healed; see `expire_if`.)
+        let snap = expire_if(mgr, id, w, expired).await?;
+        match stored_backend(&snap.metadata, w) {
+            (Some(s), Some(init)) if s != expired => {
+                tracing::info!(backend = %w, session_id = %id, "adopting a backend session healed by another node");
+                let conn = Arc::new(
+                    backend::resume(http, &self.spec.url, &s, &init)
+                        .await
+                        .map_err(|source| BackendFailure::Connect {
+                            backend: w.clone(),
+                            source,
+                        })?,
+                );
+                *held = Some(Held {
+                    conn: conn.clone(),
+                    version: snap.version,
+                });
+                Ok(conn)
+            }
+            _ => {
+                tracing::info!(backend = %w, session_id = %id, "backend session expired; re-initializing");
+                self.install_fresh(mgr, id, Some(expired), &mut held).await
+            }
+        }
+    }
+
+    /// Opens a new backend session and records it unless another node
+    /// recorded one first (then deletes ours and adopts theirs).
+    async fn install_fresh(
+        &self,
+        mgr: &Manager,
+        id: &SessionId,
+        old: Option<&str>,
+        held: &mut Option<Held>,
+    ) -> Result<Arc<Conn>, BackendFailure> {
+        let w = &self.spec.name;
+        let http = mgr.factory().http();
+        let conn = backend::connect_fresh(http, &self.spec.url)
+            .await
+            .map_err(|source| BackendFailure::Connect {
+                backend: w.clone(),
+                source,
+            })?;
+        let (sid, init) = (conn.session_id.clone(), conn.init_json.clone());
+        let snap = mgr
+            .update(id, |md| {
+                let current = keys::backend_session(md, w);
+                if current.is_none() || current == old {
+                    keys::with_backend(md, w, &sid)
+                        .map_err(session_core::BoxError::from)?
+                        .with(backend_init_key(w), init.clone())
+                        .map_err(session_core::BoxError::from)
+                } else {
+                    Ok(md.clone())
+                }
+            })
+            .await;
+        let snap = match snap {
+            Ok(s) => s,
+            Err(e) => {
+                delete_later(http, &self.spec.url, &sid);
+                return Err(e.into());
+            }
+        };
+        let (winner, winner_init) = stored_backend(&snap.metadata, w);
+        if winner.as_deref() == Some(sid.as_str()) {
+            let conn = Arc::new(conn);
+            *held = Some(Held {
+                conn: conn.clone(),
+                version: snap.version,
+            });
+            return Ok(conn);
+        }
+        // Another node won: ours is a duplicate.
+        metrics::counter!("gateway_backend_heal_lost_total", "backend" => w.to_string())
+            .increment(1);
+        drop(conn);
+        delete_later(http, &self.spec.url, &sid);
+        let (Some(winner), Some(winner_init)) = (winner, winner_init) else {
+            return Err(BackendFailure::Call {
+                backend: w.clone(),
+                message: "no backend session recorded".into(),
+            });
+        };
+        let conn = Arc::new(
+            backend::resume(http, &self.spec.url, &winner, &winner_init)
+                .await
+                .map_err(|source| BackendFailure::Connect {
+                    backend: w.clone(),
+                    source,
+                })?,
+        );
+        *held = Some(Held {
+            conn: conn.clone(),
+            version: snap.version,
+        });
+        Ok(conn)
+    }
+
+    /// Forgets the client if it is still `conn` (its transport died).
+    pub async fn drop_conn(&self, conn: &Arc<Conn>) {
+        let mut held = self.held.lock().await;
+        if held.as_ref().is_some_and(|h| Arc::ptr_eq(&h.conn, conn)) {
+            *held = None;
+        }
+    }
+}
+
+/// Removes `workload` from session `id` if its recorded backend session is
+/// still `expired` (a conditional `notify_backend_expired`); returns the
+/// stored snapshot afterwards, which names the healed backend session if
+/// another node already recorded one.
+pub async fn expire_if(
+    mgr: &Manager,
+    id: &SessionId,
+    workload: &WorkloadId,
+    expired: &str,
+) -> Result<Snapshot, session_manager::Error> {
+    mgr.update(id, |md| {
+        if keys::backend_session(md, workload) == Some(expired) {
+            keys::without_backend(md, workload).map_err(session_core::BoxError::from)
+        } else {
+            Ok(md.clone())
+        }
+    })
+    .await
+}
+
+/// Runs `f` on `slot`'s backend, healing an expired backend session once.
+pub async fn with_backend<T, F, Fut>(
+    mgr: &Manager,
+    live: &LiveSession,
+    slot: &Slot,
+    f: F,
+) -> Result<T, BackendFailure>
+where
+    F: Fn(rmcp::Peer<rmcp::RoleClient>) -> Fut,
+    Fut: Future<Output = Result<T, rmcp::ServiceError>>,
+{
+    let w = slot.spec.name.to_string();
+    let started = Instant::now();
+    let out = async {
+        let conn = slot.conn(mgr, live).await?;
+        match f(conn.peer().clone()).await {
+            Ok(v) => Ok((v, "ok")),
+            Err(e) if backend::is_session_expired(&e) => {
+                let conn = slot.heal(mgr, live.id(), &conn.session_id).await?;
+                match f(conn.peer().clone()).await {
+                    Ok(v) => Ok((v, "healed")),
+                    Err(e) => Err(BackendFailure::Call {
+                        backend: slot.spec.name.clone(),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+            Err(e) => {
+                if backend::is_transport_dead(&e) {
+                    slot.drop_conn(&conn).await;
+                }
+                Err(BackendFailure::Call {
+                    backend: slot.spec.name.clone(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    .await;
+    let outcome = match &out {
+        Ok((_, o)) => *o,
+        Err(_) => "error",
+    };
+    metrics::counter!("gateway_backend_calls_total", "backend" => w.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("gateway_backend_call_seconds", "backend" => w)
+        .record(started.elapsed().as_secs_f64());
+    out.map(|(v, _)| v)
+}
+
+/// Deletes every backend session `md` records (the client session was
+/// terminated). Returns how many deletes failed.
+pub async fn delete_backend_sessions(
+    http: &reqwest::Client,
+    backends: &[BackendSpec],
+    md: &Metadata,
+) -> usize {
+    let deletes = backends.iter().filter_map(|b| {
+        let sid = keys::backend_session(md, &b.name)?.to_owned();
+        Some(async move {
+            let res = backend::delete_backend_session(http, &b.url, &sid).await;
+            if let Err(e) = &res {
+                tracing::warn!(backend = %b.name, error = %e, "deleting a backend session failed");
+            }
+            res.is_err()
+        })
+    });
+    join_all(deletes).await.into_iter().filter(|f| *f).count()
+}
