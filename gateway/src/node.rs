@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::handler::GatewayHandler;
-use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit};
+use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit, watch_storage};
 use crate::session::{GatewayFactory, Manager, delete_backend_sessions};
 
 /// Shared state of one node.
@@ -191,6 +191,16 @@ fn caller_of(st: &NodeState, req: &Request) -> Result<Binding, Box<Response>> {
     }
 }
 
+/// 503 with `Retry-After: 1`: session storage is unavailable.
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+        "Service Unavailable: session storage unavailable\n",
+    )
+        .into_response()
+}
+
 /// Maps a manager error to the HTTP answer.
 async fn refuse(st: &NodeState, id: &SessionId, e: &Error) -> Response {
     match e {
@@ -205,12 +215,7 @@ async fn refuse(st: &NodeState, id: &SessionId, e: &Error) -> Response {
             StatusCode::FORBIDDEN,
             "Forbidden: session bound to another identity\n",
         ),
-        Error::Unavailable { .. } | Error::ShutDown => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-            "Service Unavailable: session storage unavailable\n",
-        )
-            .into_response(),
+        Error::Unavailable { .. } | Error::ShutDown => unavailable(),
         other => {
             let status = StatusCode::from_u16(other.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -242,8 +247,15 @@ async fn guard(State(st): State<Arc<NodeState>>, mut req: Request, next: Next) -
             }
             Err(e) => return refuse(&st, &id, &e).await,
         }
+        return next.run(req).await;
     }
-    next.run(req).await
+    // No session id: rmcp creates one (`initialize`) through our manager and
+    // answers 500 to any failure; a storage failure is 503 like above.
+    let (res, storage_failed) = watch_storage(next.run(req)).await;
+    if storage_failed && res.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        return unavailable();
+    }
+    res
 }
 
 async fn terminate(st: &NodeState, id: &SessionId, caller: &Binding) -> Response {

@@ -17,6 +17,7 @@
 //!   live request's headers; the request middleware has already restored
 //!   the live session for the caller (`get_for`).
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,6 +37,36 @@ use rmcp::transport::streamable_http_server::{
 use session_core::{Binding, Metadata, SessionId, keys};
 
 use crate::session::{CLIENT_INIT, Manager};
+
+tokio::task_local! {
+    /// Set while the middleware watches a request without a session id:
+    /// whether our manager failed on storage inside rmcp's handler.
+    static STORAGE_FAILED: Cell<bool>;
+}
+
+/// Runs `f` (rmcp handling a request without a session id: `initialize`)
+/// and reports whether [`StoreSessions`] failed on storage meanwhile.
+/// rmcp answers any `create_session`/`initialize_session` error with 500;
+/// the middleware turns that into 503 with `Retry-After` when this is true.
+pub async fn watch_storage<F: Future>(f: F) -> (F::Output, bool) {
+    STORAGE_FAILED
+        .scope(Cell::new(false), async {
+            let out = f.await;
+            (out, STORAGE_FAILED.with(Cell::get))
+        })
+        .await
+}
+
+fn note_storage_failure(e: &SessionsError) {
+    if matches!(
+        e,
+        SessionsError::Manager(
+            session_manager::Error::Unavailable { .. } | session_manager::Error::ShutDown
+        )
+    ) {
+        let _ = STORAGE_FAILED.try_with(|f| f.set(true));
+    }
+}
 
 /// The caller's identity, put in the request extensions by the middleware.
 #[derive(Clone)]
@@ -127,7 +158,12 @@ impl SessionManager for StoreSessions {
     type Transport = WorkerTransport<LocalSessionWorker>;
 
     async fn create_session(&self) -> Result<(RmcpId, Self::Transport), Self::Error> {
-        let id = self.mgr.reserve().await?;
+        let id = self
+            .mgr
+            .reserve()
+            .await
+            .map_err(SessionsError::from)
+            .inspect_err(note_storage_failure)?;
         let rid: RmcpId = Arc::from(id.as_str());
         let (handle, worker) = create_local_session(rid.clone(), self.local.session_config.clone());
         self.local
@@ -152,6 +188,7 @@ impl SessionManager for StoreSessions {
             _ => false,
         };
         if !restoring && let Err(e) = self.activate(id, &message).await {
+            note_storage_failure(&e);
             self.close_local(id).await;
             return Err(e);
         }

@@ -224,3 +224,43 @@ async fn storage_down_is_503_with_retry_after_and_cached_sessions_keep_serving()
     );
     c.stop().await;
 }
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"failures","version":"0"}}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_down_during_initialize_is_503_with_retry_after_not_rmcps_500() {
+    let flaky = Arc::new(Flaky {
+        inner: MemoryStore::new(StoreConfig::default()),
+        down: AtomicBool::new(false),
+    });
+    let c = Cluster::start_on(flaky.clone(), ValidationPolicy::Push, |_| {}).await;
+    flaky.down.store(true, Ordering::SeqCst);
+
+    // A new client's `initialize` (no session id): reserving the id in
+    // storage fails inside rmcp's handler, which would answer 500.
+    let res = reqwest::Client::new()
+        .post(c.a.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(INITIALIZE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+    assert_eq!(
+        c.a.state.sessions.local_len().await,
+        0,
+        "no rmcp worker left behind"
+    );
+
+    // After recovery a client gets a session as usual.
+    flaky.down.store(false, Ordering::SeqCst);
+    let on_a = client(&c.a.url()).await;
+    assert_eq!(
+        text_of(&call(&on_a, "math__counter", json!({})).await.unwrap()),
+        "1"
+    );
+    assert_eq!(c.a.state.sessions.local_len().await, 1);
+    c.stop().await;
+}
