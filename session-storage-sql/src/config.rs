@@ -68,6 +68,7 @@ pub(crate) fn check_fraction(fraction: f64) -> Result<f64, ConfigError> {
 /// How a [`crate::PostgresStore`] publishes its writes on the change
 /// channel.
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum NotifyMode {
     /// `pg_notify` inside the writing statement: a notification is sent if
@@ -106,6 +107,7 @@ pub enum NotifyMode {
 /// # Ok::<(), session_core::ConfigError>(())
 /// ```
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Clone, Debug)]
 pub struct PostgresConfig {
     pub(crate) url: String,
@@ -216,6 +218,7 @@ impl PostgresConfig {
 
 /// Where a [`crate::SqliteStore`] keeps its data.
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SqliteLocation {
     /// A database file (created if missing), in WAL mode.
@@ -227,6 +230,7 @@ pub enum SqliteLocation {
 
 /// Settings for [`crate::SqliteStore`].
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 #[derive(Clone, Debug)]
 pub struct SqliteConfig {
     pub(crate) location: SqliteLocation,
