@@ -4,9 +4,13 @@
 //!   Redis and Postgres), starts a throwaway 3-master Redis Cluster on
 //!   loopback, exports the URLs and runs every workspace test.
 //! - `ci`: formatting, clippy (`-D warnings`), docs, then `test`.
+//! - `msrv`: fails if a dependency of a published crate declares a
+//!   `rust-version` above ours (see `msrv.rs`).
 //! - `bench [NAME]`: runs the benchmark targets (all, or the one named
 //!   `memory`, `redis`, `postgres`, `manager`) and prints each group's
 //!   median and its ratio to the group's `baseline`.
+
+mod msrv;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,10 +27,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
+        Some("msrv") => check_msrv(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | bench [memory|redis|postgres|manager]"
             );
             return ExitCode::from(2);
         }
@@ -177,6 +182,47 @@ fn ci() -> Result<(), String> {
         .env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
     test(&[])
+}
+
+/// `cargo xtask msrv`: see `msrv.rs`.
+fn check_msrv() -> Result<(), String> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--all-features"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    let report = msrv::analyse(&meta)?;
+    for (name, v) in &report.ours {
+        let v = v.map_or_else(|| "none".to_owned(), |v| v.to_string());
+        eprintln!("xtask: msrv: {name} declares rust-version {v}");
+    }
+    if let Some(floor) = report.floor() {
+        let top: Vec<&str> = report
+            .deps
+            .iter()
+            .take_while(|(v, _)| *v == floor)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        eprintln!(
+            "xtask: msrv: the highest rust-version among {} dependencies is {floor} ({})",
+            report.deps.len(),
+            top.join(", ")
+        );
+    }
+    let problems = report.problems();
+    if problems.is_empty() {
+        eprintln!("xtask: msrv: ok");
+        Ok(())
+    } else {
+        Err(format!("msrv check failed:\n  {}", problems.join("\n  ")))
+    }
 }
 
 /// (package, bench target, features) per benchmark name.
