@@ -3,7 +3,11 @@
 //! - `test`: finds the test backends (environment URLs, else the local
 //!   Redis and Postgres), starts a throwaway 3-master Redis Cluster on
 //!   loopback, exports the URLs and runs every workspace test.
-//! - `ci`: formatting, clippy (`-D warnings`), docs, then `test`.
+//! - `ci`: formatting, clippy (`-D warnings`), rustdoc (`-D warnings`),
+//!   the license files, every feature of every published crate building on
+//!   its own, `msrv`, then `test`; prints each stage's time.
+//! - `features`: each published crate builds with no features and with
+//!   each feature on its own.
 //! - `msrv`: fails if a dependency of a published crate declares a
 //!   `rust-version` above ours (see `msrv.rs`).
 //! - `bench [NAME]`: runs the benchmark targets (all, or the one named
@@ -28,10 +32,11 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
         Some("msrv") => check_msrv(),
+        Some("features") => check_features(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | bench [memory|redis|postgres|manager]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | bench [memory|redis|postgres|manager]"
             );
             return ExitCode::from(2);
         }
@@ -162,26 +167,132 @@ fn test(extra: &[String]) -> Result<(), String> {
     run(cmd)
 }
 
+/// `cargo xtask ci`: every stage in order, each timed; the timings are
+/// printed at the end whether the run passes or not.
 fn ci() -> Result<(), String> {
-    let mut fmt = cargo();
-    fmt.args(["fmt", "--all", "--", "--check"]);
-    run(fmt)?;
-    let mut clippy = cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--all-features",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    run(clippy)?;
-    let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
-        .env("RUSTDOCFLAGS", "-D warnings");
-    run(doc)?;
-    test(&[])
+    let mut times: Vec<(String, Duration)> = Vec::new();
+    let result = ci_stages(&mut times);
+    eprintln!("\nxtask: ci stage times");
+    for (stage, took) in &times {
+        eprintln!("xtask:   {stage:<10} {:>7.1} s", took.as_secs_f64());
+    }
+    result
+}
+
+fn timed(
+    times: &mut Vec<(String, Duration)>,
+    stage: &str,
+    f: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    eprintln!("xtask: == {stage}");
+    let started = std::time::Instant::now();
+    let r = f();
+    times.push((stage.to_owned(), started.elapsed()));
+    r
+}
+
+fn ci_stages(times: &mut Vec<(String, Duration)>) -> Result<(), String> {
+    timed(times, "fmt", || {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        run(fmt)
+    })?;
+    timed(times, "clippy", || {
+        let mut clippy = cargo();
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        run(clippy)
+    })?;
+    timed(times, "rustdoc", || {
+        let mut doc = cargo();
+        doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        run(doc)
+    })?;
+    timed(times, "licenses", check_licenses)?;
+    timed(times, "features", check_features)?;
+    timed(times, "msrv", check_msrv)?;
+    timed(times, "test", || test(&[]))
+}
+
+/// The published crates (name, manifest dir, features other than `default`)
+/// from `cargo metadata --no-deps`.
+fn published_crates() -> Result<Vec<(String, PathBuf, Vec<String>)>, String> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    let mut crates = Vec::new();
+    for p in meta["packages"].as_array().into_iter().flatten() {
+        if p["publish"].as_array().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let name = p["name"].as_str().unwrap_or_default().to_owned();
+        let dir = Path::new(p["manifest_path"].as_str().unwrap_or_default())
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let features = p["features"]
+            .as_object()
+            .map(|f| f.keys().filter(|k| *k != "default").cloned().collect())
+            .unwrap_or_default();
+        crates.push((name, dir, features));
+    }
+    Ok(crates)
+}
+
+/// Every published crate builds with no features and with each feature on
+/// its own (`cargo check` of the library, sharing the one target dir).
+fn check_features() -> Result<(), String> {
+    for (name, _, features) in published_crates()? {
+        let sets = std::iter::once(None).chain(features.iter().map(Some));
+        for feature in sets {
+            let mut cmd = cargo();
+            cmd.args([
+                "check",
+                "--quiet",
+                "--lib",
+                "-p",
+                &name,
+                "--no-default-features",
+            ]);
+            if let Some(f) = feature {
+                cmd.args(["--features", f]);
+            }
+            run(cmd)?;
+        }
+    }
+    Ok(())
+}
+
+/// Each published crate ships both license files, identical to the root's.
+fn check_licenses() -> Result<(), String> {
+    for (name, dir, _) in published_crates()? {
+        for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+            let ours = std::fs::read(root().join(file)).map_err(|e| format!("{file}: {e}"))?;
+            match std::fs::read(dir.join(file)) {
+                Ok(theirs) if theirs == ours => {}
+                Ok(_) => return Err(format!("{name}/{file} differs from the root's {file}")),
+                Err(e) => return Err(format!("{name}/{file}: {e}")),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `cargo xtask msrv`: see `msrv.rs`.
