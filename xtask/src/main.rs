@@ -10,11 +10,15 @@
 //!   each feature on its own.
 //! - `msrv`: fails if a dependency of a published crate declares a
 //!   `rust-version` above ours (see `msrv.rs`).
+//! - `release <patch|minor|major|X.Y.Z> [--execute]`: a dry run that
+//!   prints the release plan and packages the set, or with `--execute` the
+//!   release itself (see `release.rs`).
 //! - `bench [NAME]`: runs the benchmark targets (all, or the one named
 //!   `memory`, `redis`, `postgres`, `manager`) and prints each group's
 //!   median and its ratio to the group's `baseline`.
 
 mod msrv;
+mod release;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -33,10 +37,11 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("msrv") => check_msrv(),
         Some("features") => check_features(),
+        Some("release") => release_cmd(&args[1..]),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | bench [memory|redis|postgres|manager]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager]"
             );
             return ExitCode::from(2);
         }
@@ -293,6 +298,34 @@ fn check_licenses() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `cargo xtask release`: see `release.rs`.
+fn release_cmd(args: &[String]) -> Result<(), String> {
+    let execute = args.iter().any(|a| a == "--execute");
+    let mut positional = args.iter().filter(|a| !a.starts_with("--"));
+    let (Some(level), None) = (positional.next(), positional.next()) else {
+        return Err("usage: cargo xtask release <patch|minor|major|X.Y.Z> [--execute]".into());
+    };
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| a.starts_with("--") && *a != "--execute")
+    {
+        return Err(format!("unknown option {unknown}"));
+    }
+    let bump = release::Bump::parse(level)
+        .ok_or_else(|| format!("`{level}` is not patch, minor, major or X.Y.Z"))?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    release::release(
+        &root(),
+        bump,
+        execute,
+        &release::civil_date(now),
+        &mut release::Cargo,
+    )
+    .map(|_| ())
 }
 
 /// `cargo xtask msrv`: see `msrv.rs`.
