@@ -1,8 +1,9 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
 //! - `test`: finds the test backends (environment URLs, else the local
-//!   Redis and Postgres), starts a throwaway 3-master Redis Cluster on
-//!   loopback, exports the URLs and runs every workspace test.
+//!   Redis and Postgres), starts a throwaway 3-master Redis Cluster on a
+//!   free loopback port range (unless one is given), exports the URLs and
+//!   runs every workspace test.
 //! - `ci`: formatting, clippy (`-D warnings`), rustdoc (`-D warnings`),
 //!   the license files, every feature of every published crate building on
 //!   its own, `msrv`, then `test`; prints each stage's time.
@@ -28,7 +29,6 @@ use std::time::{Duration, SystemTime};
 const REDIS_VAR: &str = "SESSION_TEST_REDIS_URL";
 const POSTGRES_VAR: &str = "SESSION_TEST_POSTGRES_URL";
 const CLUSTER_VAR: &str = "SESSION_TEST_REDIS_CLUSTER_URLS";
-const CLUSTER_BASE_PORT: u16 = 7001;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -126,37 +126,56 @@ fn find_backends() {
 }
 
 /// A Redis Cluster started for the test run and stopped when dropped.
+///
+/// The script picks a free port range per run and records the pid and
+/// Redis run_id of every node it starts; `stop` shuts down only those, so a
+/// cluster someone else started (another run, another worktree, your own)
+/// is never touched.
 struct Cluster {
     script: PathBuf,
+    base: u16,
 }
 
 impl Cluster {
     fn start() -> Result<Option<Self>, String> {
         if std::env::var_os(CLUSTER_VAR).is_some() {
-            eprintln!("xtask: {CLUSTER_VAR} given by the environment");
+            eprintln!("xtask: {CLUSTER_VAR} given by the environment: using that cluster");
             return Ok(None);
         }
         let script = root().join("session-storage-redis/scripts/redis-cluster.sh");
         if !script.exists() {
             return Ok(None);
         }
-        let port = CLUSTER_BASE_PORT.to_string();
-        let mut cmd = Command::new("bash");
-        cmd.arg(&script).args(["start", &port]);
-        run(cmd).map_err(|e| format!("starting the Redis Cluster for the tests: {e}"))?;
-        let urls: Vec<String> = (0..3)
-            .map(|i| format!("redis://127.0.0.1:{}", CLUSTER_BASE_PORT + i))
-            .collect();
-        set_env(CLUSTER_VAR, &urls.join(","));
-        Ok(Some(Self { script }))
+        eprintln!("xtask: starting a throwaway Redis Cluster on a free port range");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["start", "auto"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("starting the Redis Cluster for the tests: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "starting the Redis Cluster for the tests failed: {}",
+                out.status
+            ));
+        }
+        let urls = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let base = urls
+            .split(',')
+            .next()
+            .and_then(|u| u.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("unexpected cluster URLs from the script: {urls:?}"))?;
+        eprintln!("xtask: {CLUSTER_VAR}={urls}");
+        set_env(CLUSTER_VAR, &urls);
+        Ok(Some(Self { script, base }))
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         let mut cmd = Command::new("bash");
-        cmd.arg(&self.script)
-            .args(["stop", &CLUSTER_BASE_PORT.to_string()]);
+        cmd.arg(&self.script).args(["stop", &self.base.to_string()]);
         if let Err(e) = run(cmd) {
             eprintln!("xtask: stopping the Redis Cluster: {e}");
         }
