@@ -1,16 +1,5 @@
-//! Core types for distributed MCP gateway session state.
-//!
-//! A gateway session is a small string map ([`Metadata`]) kept in shared
-//! storage with a sliding TTL and a [`Version`] that every write after
-//! creation compares and bumps. This crate holds the pure parts: ids, the
-//! metadata map and its vMCP key rules ([`keys`]), the [`SessionStore`]
-//! trait and its semantics, errors, and [`MemoryStore`], the embedded
-//! single-node default. It does no network I/O and needs no runtime.
-//!
-//! # Features
-//!
-//! - `testing`: the backend-agnostic contract suite ([`testing`]) that every
-//!   store crate runs, and helpers to find test backends.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod binding;
 mod change;
@@ -25,6 +14,7 @@ mod record;
 mod redact;
 mod store;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod version;
 
@@ -40,8 +30,3 @@ pub use record::{Cursor, Page, Record, Snapshot, Update};
 pub use redact::redact_url;
 pub use store::SessionStore;
 pub use version::Version;
-
-/// The README's Rust examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

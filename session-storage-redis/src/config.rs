@@ -148,6 +148,7 @@ impl RedisConfig {
 
     /// A Redis Cluster reached through the seed node URLs `nodes`.
     #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn cluster<I, S>(nodes: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -68,6 +68,7 @@ pub(crate) fn check_fraction(fraction: f64) -> Result<f64, ConfigError> {
 /// How a [`crate::PostgresStore`] publishes its writes on the change
 /// channel.
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum NotifyMode {
     /// `pg_notify` inside the writing statement: a notification is sent if
@@ -109,6 +110,7 @@ pub enum NotifyMode {
 /// Its `Debug` output shows the URL with the password and secret query
 /// parameters replaced by `***` ([`session_core::redact_url`]).
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Clone)]
 pub struct PostgresConfig {
     pub(crate) url: String,
@@ -237,6 +239,7 @@ impl PostgresConfig {
 
 /// Where a [`crate::SqliteStore`] keeps its data.
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SqliteLocation {
     /// A database file (created if missing), in WAL mode.
@@ -248,6 +251,7 @@ pub enum SqliteLocation {
 
 /// Settings for [`crate::SqliteStore`].
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 #[derive(Clone, Debug)]
 pub struct SqliteConfig {
     pub(crate) location: SqliteLocation,

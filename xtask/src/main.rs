@@ -1,12 +1,25 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
 //! - `test`: finds the test backends (environment URLs, else the local
-//!   Redis and Postgres), starts a throwaway 3-master Redis Cluster on
-//!   loopback, exports the URLs and runs every workspace test.
-//! - `ci`: formatting, clippy (`-D warnings`), docs, then `test`.
+//!   Redis and Postgres), starts a throwaway 3-master Redis Cluster on a
+//!   free loopback port range (unless one is given), exports the URLs and
+//!   runs every workspace test.
+//! - `ci`: formatting, clippy (`-D warnings`), rustdoc (`-D warnings`),
+//!   the license files, every feature of every published crate building on
+//!   its own, `msrv`, then `test`; prints each stage's time.
+//! - `features`: each published crate builds with no features and with
+//!   each feature on its own.
+//! - `msrv`: fails if a dependency of a published crate declares a
+//!   `rust-version` above ours (see `msrv.rs`).
+//! - `release <patch|minor|major|X.Y.Z> [--execute]`: a dry run that
+//!   prints the release plan and packages the set, or with `--execute` the
+//!   release itself (see `release.rs`).
 //! - `bench [NAME]`: runs the benchmark targets (all, or the one named
 //!   `memory`, `redis`, `postgres`, `manager`) and prints each group's
 //!   median and its ratio to the group's `baseline`.
+
+mod msrv;
+mod release;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,17 +29,19 @@ use std::time::{Duration, SystemTime};
 const REDIS_VAR: &str = "SESSION_TEST_REDIS_URL";
 const POSTGRES_VAR: &str = "SESSION_TEST_POSTGRES_URL";
 const CLUSTER_VAR: &str = "SESSION_TEST_REDIS_CLUSTER_URLS";
-const CLUSTER_BASE_PORT: u16 = 7001;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
+        Some("msrv") => check_msrv(),
+        Some("features") => check_features(),
+        Some("release") => release_cmd(&args[1..]),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | bench [memory|redis|postgres|manager|gateway]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|gateway]"
             );
             return ExitCode::from(2);
         }
@@ -111,37 +126,56 @@ fn find_backends() {
 }
 
 /// A Redis Cluster started for the test run and stopped when dropped.
+///
+/// The script picks a free port range per run and records the pid and
+/// Redis run_id of every node it starts; `stop` shuts down only those, so a
+/// cluster someone else started (another run, another worktree, your own)
+/// is never touched.
 struct Cluster {
     script: PathBuf,
+    base: u16,
 }
 
 impl Cluster {
     fn start() -> Result<Option<Self>, String> {
         if std::env::var_os(CLUSTER_VAR).is_some() {
-            eprintln!("xtask: {CLUSTER_VAR} given by the environment");
+            eprintln!("xtask: {CLUSTER_VAR} given by the environment: using that cluster");
             return Ok(None);
         }
         let script = root().join("session-storage-redis/scripts/redis-cluster.sh");
         if !script.exists() {
             return Ok(None);
         }
-        let port = CLUSTER_BASE_PORT.to_string();
-        let mut cmd = Command::new("bash");
-        cmd.arg(&script).args(["start", &port]);
-        run(cmd).map_err(|e| format!("starting the Redis Cluster for the tests: {e}"))?;
-        let urls: Vec<String> = (0..3)
-            .map(|i| format!("redis://127.0.0.1:{}", CLUSTER_BASE_PORT + i))
-            .collect();
-        set_env(CLUSTER_VAR, &urls.join(","));
-        Ok(Some(Self { script }))
+        eprintln!("xtask: starting a throwaway Redis Cluster on a free port range");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["start", "auto"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("starting the Redis Cluster for the tests: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "starting the Redis Cluster for the tests failed: {}",
+                out.status
+            ));
+        }
+        let urls = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let base = urls
+            .split(',')
+            .next()
+            .and_then(|u| u.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("unexpected cluster URLs from the script: {urls:?}"))?;
+        eprintln!("xtask: {CLUSTER_VAR}={urls}");
+        set_env(CLUSTER_VAR, &urls);
+        Ok(Some(Self { script, base }))
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         let mut cmd = Command::new("bash");
-        cmd.arg(&self.script)
-            .args(["stop", &CLUSTER_BASE_PORT.to_string()]);
+        cmd.arg(&self.script).args(["stop", &self.base.to_string()]);
         if let Err(e) = run(cmd) {
             eprintln!("xtask: stopping the Redis Cluster: {e}");
         }
@@ -197,26 +231,201 @@ fn test(extra: &[String]) -> Result<(), String> {
     run(cmd)
 }
 
+/// `cargo xtask ci`: every stage in order, each timed; the timings are
+/// printed at the end whether the run passes or not.
 fn ci() -> Result<(), String> {
-    let mut fmt = cargo();
-    fmt.args(["fmt", "--all", "--", "--check"]);
-    run(fmt)?;
-    let mut clippy = cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--all-features",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    run(clippy)?;
-    let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
-        .env("RUSTDOCFLAGS", "-D warnings");
-    run(doc)?;
-    test(&[])
+    let mut times: Vec<(String, Duration)> = Vec::new();
+    let result = ci_stages(&mut times);
+    eprintln!("\nxtask: ci stage times");
+    for (stage, took) in &times {
+        eprintln!("xtask:   {stage:<10} {:>7.1} s", took.as_secs_f64());
+    }
+    result
+}
+
+fn timed(
+    times: &mut Vec<(String, Duration)>,
+    stage: &str,
+    f: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    eprintln!("xtask: == {stage}");
+    let started = std::time::Instant::now();
+    let r = f();
+    times.push((stage.to_owned(), started.elapsed()));
+    r
+}
+
+fn ci_stages(times: &mut Vec<(String, Duration)>) -> Result<(), String> {
+    timed(times, "fmt", || {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        run(fmt)
+    })?;
+    timed(times, "clippy", || {
+        let mut clippy = cargo();
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        run(clippy)
+    })?;
+    timed(times, "rustdoc", || {
+        let mut doc = cargo();
+        doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        run(doc)
+    })?;
+    timed(times, "licenses", check_licenses)?;
+    timed(times, "features", check_features)?;
+    timed(times, "msrv", check_msrv)?;
+    timed(times, "test", || test(&[]))
+}
+
+/// The published crates (name, manifest dir, features other than `default`)
+/// from `cargo metadata --no-deps`.
+fn published_crates() -> Result<Vec<(String, PathBuf, Vec<String>)>, String> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    let mut crates = Vec::new();
+    for p in meta["packages"].as_array().into_iter().flatten() {
+        if p["publish"].as_array().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let name = p["name"].as_str().unwrap_or_default().to_owned();
+        let dir = Path::new(p["manifest_path"].as_str().unwrap_or_default())
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let features = p["features"]
+            .as_object()
+            .map(|f| f.keys().filter(|k| *k != "default").cloned().collect())
+            .unwrap_or_default();
+        crates.push((name, dir, features));
+    }
+    Ok(crates)
+}
+
+/// Every published crate builds with no features and with each feature on
+/// its own (`cargo check` of the library, sharing the one target dir).
+fn check_features() -> Result<(), String> {
+    for (name, _, features) in published_crates()? {
+        let sets = std::iter::once(None).chain(features.iter().map(Some));
+        for feature in sets {
+            let mut cmd = cargo();
+            cmd.args([
+                "check",
+                "--quiet",
+                "--lib",
+                "-p",
+                &name,
+                "--no-default-features",
+            ]);
+            if let Some(f) = feature {
+                cmd.args(["--features", f]);
+            }
+            run(cmd)?;
+        }
+    }
+    Ok(())
+}
+
+/// Each published crate ships both license files, identical to the root's.
+fn check_licenses() -> Result<(), String> {
+    for (name, dir, _) in published_crates()? {
+        for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+            let ours = std::fs::read(root().join(file)).map_err(|e| format!("{file}: {e}"))?;
+            match std::fs::read(dir.join(file)) {
+                Ok(theirs) if theirs == ours => {}
+                Ok(_) => return Err(format!("{name}/{file} differs from the root's {file}")),
+                Err(e) => return Err(format!("{name}/{file}: {e}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cargo xtask release`: see `release.rs`.
+fn release_cmd(args: &[String]) -> Result<(), String> {
+    let execute = args.iter().any(|a| a == "--execute");
+    let mut positional = args.iter().filter(|a| !a.starts_with("--"));
+    let (Some(level), None) = (positional.next(), positional.next()) else {
+        return Err("usage: cargo xtask release <patch|minor|major|X.Y.Z> [--execute]".into());
+    };
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| a.starts_with("--") && *a != "--execute")
+    {
+        return Err(format!("unknown option {unknown}"));
+    }
+    let bump = release::Bump::parse(level)
+        .ok_or_else(|| format!("`{level}` is not patch, minor, major or X.Y.Z"))?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    release::release(
+        &root(),
+        bump,
+        execute,
+        &release::civil_date(now),
+        &mut release::Cargo,
+    )
+    .map(|_| ())
+}
+
+/// `cargo xtask msrv`: see `msrv.rs`.
+fn check_msrv() -> Result<(), String> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--all-features"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    let report = msrv::analyse(&meta)?;
+    for (name, v) in &report.ours {
+        let v = v.map_or_else(|| "none".to_owned(), |v| v.to_string());
+        eprintln!("xtask: msrv: {name} declares rust-version {v}");
+    }
+    if let Some(floor) = report.floor() {
+        let top: Vec<&str> = report
+            .deps
+            .iter()
+            .take_while(|(v, _)| *v == floor)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        eprintln!(
+            "xtask: msrv: the highest rust-version among {} dependencies is {floor} ({})",
+            report.deps.len(),
+            top.join(", ")
+        );
+    }
+    let problems = report.problems();
+    if problems.is_empty() {
+        eprintln!("xtask: msrv: ok");
+        Ok(())
+    } else {
+        Err(format!("msrv check failed:\n  {}", problems.join("\n  ")))
+    }
 }
 
 /// (package, bench target, features) per benchmark name.

@@ -203,6 +203,7 @@ pub fn require_url(var: &str, example: &str) -> String {
 }
 
 /// Generates one `#[test]` per contract case for a [`Harness`] type.
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 #[macro_export]
 macro_rules! store_contract_tests {
     ($harness:ty) => {

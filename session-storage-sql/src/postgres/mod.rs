@@ -53,6 +53,7 @@ const AMBIGUOUS_RETRIES: usize = 8;
 ///
 /// Clones share the pool, the listener and the change stream. Scans are
 /// ordered by id with a keyset cursor and never repeat an id.
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,

@@ -45,6 +45,7 @@ const NO_MAX_LIFETIME_MS: i64 = i64::MAX / 4;
 /// [`SqliteStore::handle`]) shares one hub, but writes by other processes
 /// are not reported. Use Postgres or Redis when several nodes share
 /// sessions.
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 #[derive(Clone)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
