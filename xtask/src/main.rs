@@ -14,10 +14,14 @@
 //! - `release <patch|minor|major|X.Y.Z> [--execute]`: a dry run that
 //!   prints the release plan and packages the set, or with `--execute` the
 //!   release itself (see `release.rs`).
-//! - `bench [NAME]`: runs the benchmark targets (all, or the one named
-//!   `memory`, `redis`, `postgres`, `manager`) and prints each group's
-//!   median and its ratio to the group's `baseline`.
+//! - `bench [NAME] [--report]`: runs the benchmark targets (all, or the one
+//!   named `memory`, `redis`, `postgres`, `manager`) and prints each
+//!   group's median and its ratio to the group's `baseline`; `--report`
+//!   also writes `target/bench-report/report.md` and `ratios.svg`.
+//! - `bench-report`: writes that report from the latest criterion data
+//!   without running anything.
 
+mod bench_report;
 mod msrv;
 mod release;
 
@@ -38,10 +42,22 @@ fn main() -> ExitCode {
         Some("msrv") => check_msrv(),
         Some("features") => check_features(),
         Some("release") => release_cmd(&args[1..]),
-        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("bench-report") => bench_report_files(),
+        Some("bench") => {
+            let report = args[1..].iter().any(|a| a == "--report");
+            if let Some(unknown) = args[1..]
+                .iter()
+                .find(|a| a.starts_with("--") && *a != "--report")
+            {
+                eprintln!("xtask: unknown option {unknown}");
+                return ExitCode::from(2);
+            }
+            let name = args[1..].iter().find(|a| !a.starts_with("--"));
+            bench(name.map(String::as_str), report)
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|gateway]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|gateway] [--report] | bench-report"
             );
             return ExitCode::from(2);
         }
@@ -437,7 +453,7 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ("gateway", "session-gateway", "gateway", "redis"),
 ];
 
-fn bench(name: Option<&str>) -> Result<(), String> {
+fn bench(name: Option<&str>, write_report: bool) -> Result<(), String> {
     find_backends();
     let started = SystemTime::now();
     let chosen: Vec<_> = BENCHES
@@ -465,15 +481,56 @@ fn bench(name: Option<&str>) -> Result<(), String> {
         run(cmd)?;
     }
     report(started);
+    if write_report {
+        bench_report_files()?;
+    }
+    Ok(())
+}
+
+fn criterion_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join("criterion")
+}
+
+/// Writes `target/bench-report/report.md` and `ratios.svg` from the latest
+/// criterion estimates (see `bench_report.rs`).
+fn bench_report_files() -> Result<(), String> {
+    let criterion = criterion_dir();
+    let (rows, missing) = bench_report::rows(&criterion);
+    let out = criterion
+        .parent()
+        .map_or_else(|| root().join("target"), Path::to_path_buf)
+        .join("bench-report");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .map_or_else(String::new, |l| format!(", load average {l} when written"));
+    let when = format!("{}{load}", release::civil_date(now));
+    std::fs::write(
+        out.join("report.md"),
+        bench_report::markdown(&rows, &missing, &when),
+    )
+    .map_err(|e| format!("report.md: {e}"))?;
+    std::fs::write(out.join("ratios.svg"), bench_report::svg(&rows))
+        .map_err(|e| format!("ratios.svg: {e}"))?;
+    eprintln!(
+        "xtask: wrote {} ({} ratios, {} not measured)",
+        out.join("report.md").display(),
+        rows.len(),
+        missing.len()
+    );
     Ok(())
 }
 
 /// Prints every criterion group written since `since`: each function's
 /// median and its ratio to the group's `baseline` function.
 fn report(since: SystemTime) {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from)
-        .join("criterion");
+    let dir = criterion_dir();
     let Ok(groups) = std::fs::read_dir(&dir) else {
         return;
     };
