@@ -228,18 +228,8 @@ impl Slot {
         let replaced = held.take();
         let out = match (want, init) {
             (Some(sid), Some(init)) => {
-                let conn = backend::resume(http, &self.spec.url, &sid, &init)
+                self.resume_into(http, &mut held, &sid, &init, live.version())
                     .await
-                    .map_err(|source| BackendFailure::Connect {
-                        backend: w.clone(),
-                        source,
-                    })?;
-                let conn = Arc::new(conn);
-                *held = Some(Held {
-                    conn: conn.clone(),
-                    version: live.version(),
-                });
-                Ok(conn)
             }
             (old, _) => {
                 self.install_fresh(mgr, live.id(), old.as_deref(), &mut held)
@@ -283,19 +273,8 @@ impl Slot {
         match stored_backend(&snap.metadata, w) {
             (Some(s), Some(init)) if s != expired => {
                 tracing::info!(backend = %w, session_id = %id, "adopting a backend session healed by another node");
-                let conn = Arc::new(
-                    backend::resume(http, &self.spec.url, &s, &init)
-                        .await
-                        .map_err(|source| BackendFailure::Connect {
-                            backend: w.clone(),
-                            source,
-                        })?,
-                );
-                *held = Some(Held {
-                    conn: conn.clone(),
-                    version: snap.version,
-                });
-                Ok(conn)
+                self.resume_into(http, &mut held, &s, &init, snap.version)
+                    .await
             }
             _ => {
                 tracing::info!(backend = %w, session_id = %id, "backend session expired; re-initializing");
@@ -362,17 +341,31 @@ impl Slot {
                 message: "no backend session recorded".into(),
             });
         };
+        self.resume_into(http, held, &winner, &winner_init, snap.version)
+            .await
+    }
+
+    /// Resumes the recorded backend session `sid` (answered `init` to
+    /// `initialize`) and holds it as serving `version`.
+    async fn resume_into(
+        &self,
+        http: &reqwest::Client,
+        held: &mut Option<Held>,
+        sid: &str,
+        init: &str,
+        version: session_core::Version,
+    ) -> Result<Arc<Conn>, BackendFailure> {
         let conn = Arc::new(
-            backend::resume(http, &self.spec.url, &winner, &winner_init)
+            backend::resume(http, &self.spec.url, sid, init)
                 .await
                 .map_err(|source| BackendFailure::Connect {
-                    backend: w.clone(),
+                    backend: self.spec.name.clone(),
                     source,
                 })?,
         );
         *held = Some(Held {
             conn: conn.clone(),
-            version: snap.version,
+            version,
         });
         Ok(conn)
     }
