@@ -111,12 +111,12 @@ impl ConnectOptions {
     #[cfg(any(feature = "postgres", feature = "sqlite"))]
     fn cleanup_config(&self) -> Option<session_storage_sql::CleanupConfig> {
         let default = session_storage_sql::CleanupConfig::default();
-        self.cleanup
-            .unwrap_or(Some(default.interval))
-            .map(|interval| session_storage_sql::CleanupConfig {
-                interval,
-                ..default
-            })
+        let interval = match self.cleanup {
+            None => default.interval,
+            Some(options::Cleanup::Every(interval)) => interval,
+            Some(options::Cleanup::Off) => return None,
+        };
+        Some(session_storage_sql::CleanupConfig { interval, ..default })
     }
 }
 

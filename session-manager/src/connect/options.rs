@@ -69,7 +69,22 @@ pub struct ConnectOptions {
     pub(crate) migrate: Option<bool>,
     pub(crate) listen: Option<bool>,
     pub(crate) busy_timeout: Option<Duration>,
-    pub(crate) cleanup: Option<Option<Duration>>,
+    pub(crate) cleanup: Option<Cleanup>,
+}
+
+/// Whether the SQL stores' expired-row cleanup runs, as set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cleanup {
+    /// `cleanup=off`.
+    Off,
+    /// `cleanup=INTERVAL`.
+    Every(Duration),
+}
+
+impl From<Option<Duration>> for Cleanup {
+    fn from(every: Option<Duration>) -> Self {
+        every.map_or(Cleanup::Off, Cleanup::Every)
+    }
 }
 
 /// A kind of store, with the options it takes.
@@ -290,7 +305,7 @@ impl ConnectOptions {
     /// `Some(interval)` runs it every `interval` from `connect` on, `None`
     /// turns it off. It runs by default, every 60 s.
     pub fn cleanup(mut self, every: Option<Duration>) -> Self {
-        self.cleanup = Some(every);
+        self.cleanup = Some(every.into());
         self
     }
 
@@ -344,7 +359,7 @@ impl ConnectOptions {
             "migrate" => self.migrate = Some(url::boolean(name, value)?),
             "listen" => self.listen = Some(url::boolean(name, value)?),
             "busy_timeout" => self.busy_timeout = Some(url::duration(name, value)?),
-            "cleanup" => self.cleanup = Some(url::interval(name, value)?),
+            "cleanup" => self.cleanup = Some(url::interval(name, value)?.into()),
             _ => unreachable!("`{name}` is not an option"),
         }
         Ok(())
@@ -484,7 +499,7 @@ mod tests {
             "postgres://u:pw@h/db?sslmode=require&options[search_path]=x"
         );
         assert_eq!(opts.schema.as_deref(), Some("gw"));
-        assert_eq!(opts.cleanup, Some(None));
+        assert_eq!(opts.cleanup, Some(Cleanup::Off));
         let (_, rest) = ConnectOptions::new()
             .resolve(Kind::Sqlite, "sqlite://x.db?mode=rwc&table=t")
             .unwrap();
