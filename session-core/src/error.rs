@@ -368,3 +368,63 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that prints its source's text again, as sqlx's and
+    /// redis-rs's wrappers do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error communicating with database: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("handshake failed")]
+    struct Says(#[source] std::io::Error);
+
+    fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused")
+    }
+
+    #[test]
+    fn a_cause_skips_the_sources_it_already_shows() {
+        let err = Error::unavailable(Repeats(io()));
+        assert_eq!(
+            display_chain(&err),
+            "storage unavailable: error communicating with database: Connection refused"
+        );
+        // Debug is the backend's own (tests and logs match on its fields).
+        let Error::Unavailable(source) = &err else {
+            unreachable!()
+        };
+        assert!(format!("{source:?}").contains("ConnectionRefused"));
+        // A source with text of its own is kept.
+        let err = Error::misconfigured(Misconfiguration::Tls, Says(io()));
+        assert!(
+            display_chain(&err).ends_with("handshake failed: Connection refused"),
+            "{}",
+            display_chain(&err)
+        );
+    }
+
+    #[test]
+    fn misconfigured_is_permanent_and_says_what_to_do() {
+        for problem in [
+            Misconfiguration::UnknownDatabase,
+            Misconfiguration::UserRejected,
+            Misconfiguration::Credentials,
+            Misconfiguration::Permission,
+            Misconfiguration::Tls,
+            Misconfiguration::TlsNotCompiled {
+                feature: "tls-rustls",
+            },
+            Misconfiguration::CannotOpen,
+        ] {
+            let err = Error::misconfigured(problem, io());
+            assert!(!err.is_transient(), "{err}");
+            assert!(err.to_string().contains(':'), "no advice in {err}");
+        }
+        assert!(Error::unavailable(io()).is_transient());
+    }
+}
