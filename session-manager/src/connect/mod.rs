@@ -116,7 +116,10 @@ impl ConnectOptions {
             Some(options::Cleanup::Every(interval)) => interval,
             Some(options::Cleanup::Off) => return None,
         };
-        Some(session_storage_sql::CleanupConfig { interval, ..default })
+        Some(session_storage_sql::CleanupConfig {
+            interval,
+            ..default
+        })
     }
 }
 
