@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
-//! store = "memory://"            # redis://…, postgres://…, sqlite://PATH (features)
+//! store = "memory://"            # redis://…, postgres://…, sqlite:PATH?mode=rwc (features)
 //! policy = "push"                # push | every-access | bounded:500ms
 //! max_body_bytes = 4194304
 //! forbidden_status = 403         # or 404 to hide that a session id exists
@@ -35,7 +35,7 @@ pub struct BackendSpec {
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Store URL (`memory://`, `redis://`, `postgres://`, `sqlite://PATH`).
+    /// Store URL (`memory://`, `redis://`, `postgres://`, `sqlite:PATH?mode=rwc`), options in its query (see `session_manager::ConnectOptions`).
     pub store: String,
     /// Redis key prefix (ends with `:`) or Postgres schema; `None`: the store's default.
     pub store_prefix: Option<String>,
@@ -224,33 +224,31 @@ impl Config {
     }
 }
 
-/// Opens the store `url` names, with `prefix` as the Redis key prefix or
-/// the Postgres schema (`None`: the store's default).
+/// Opens the store `url` names (its query may carry store options, see
+/// [`session_manager::ConnectOptions`]), with `prefix` as the Redis key
+/// prefix or the Postgres schema (`None`: the URL's, else the store's
+/// default).
 pub async fn connect_store(
     url: &str,
     prefix: Option<&str>,
 ) -> Result<std::sync::Arc<dyn session_core::SessionStore>, Box<dyn std::error::Error + Send + Sync>>
 {
-    let Some(prefix) = prefix else {
-        return Ok(session_manager::connect(url).await?);
-    };
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
-    match scheme {
-        #[cfg(feature = "redis")]
-        "redis" | "rediss" => {
-            let cfg = session_manager::RedisConfig::new(url).prefix(prefix);
-            Ok(std::sync::Arc::new(session_manager::RedisStore::connect(cfg).await?))
-        }
-        #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => {
-            let cfg = session_manager::PostgresConfig::new(url).schema(prefix);
-            Ok(std::sync::Arc::new(session_manager::PostgresStore::connect(cfg).await?))
-        }
-        _ => Err(format!(
-            "store_prefix {prefix:?} applies to redis:// and postgres:// stores (with the matching feature), not {url:?}"
-        )
-        .into()),
+    let mut options = session_manager::ConnectOptions::new();
+    if let Some(prefix) = prefix {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        options = match scheme {
+            "redis" | "rediss" | "redis+unix" | "unix" => options.prefix(prefix),
+            "postgres" | "postgresql" => options.schema(prefix),
+            _ => {
+                return Err(format!(
+                    "store_prefix {prefix:?} applies to redis:// and postgres:// stores, not {:?}",
+                    session_core::redact_url(url)
+                )
+                .into());
+            }
+        };
     }
+    Ok(options.connect(url).await?)
 }
 
 /// Parses `HOST:PORT`.

@@ -16,7 +16,8 @@ usage:
                   [--store URL] [--store-prefix P] [--json] [--show-values]
   session-gateway demo-backend math|text [--listen ADDR]
 
-Store URLs: memory:// (default), redis://HOST:PORT, postgres://USER@HOST/DB, sqlite://PATH.
+Store URLs: memory:// (default), redis://HOST:PORT, postgres://USER@HOST/DB, sqlite:PATH?mode=rwc,
+with store options in the query (e.g. redis://HOST:PORT/0?prefix=gw:&ttl=30m; see session-manager's ConnectOptions).
 Logs: RUST_LOG (default info,rmcp=warn).";
 
 fn main() -> ExitCode {
@@ -35,7 +36,8 @@ fn main() -> ExitCode {
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("session-gateway: {e}");
+            // The whole chain: the top error says what failed, its sources why.
+            eprintln!("session-gateway: {}", session_core::display_chain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -43,12 +43,36 @@ pub enum Error {
     /// not have been applied.
     #[error("storage operation timed out after {0:?}")]
     Timeout(Duration),
+    /// The store cannot work as configured and retrying will not help: the
+    /// database does not exist, the server rejects the user or the
+    /// password, TLS fails or is not compiled in, the database file cannot
+    /// be opened. Not transient (a gateway answers 500, not 503): fix the
+    /// configuration. The message says what to check; the source, when
+    /// there is one, is the server's or driver's own report.
+    #[error("{problem}")]
+    Misconfigured {
+        /// What is wrong, and what to do about it.
+        problem: Misconfiguration,
+        /// The backend's report.
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 impl Error {
-    /// Wraps a backend error as [`Error::Unavailable`].
+    /// Wraps a backend error as [`Error::Unavailable`] (as a [`Cause`], so
+    /// a chain the backend repeats is shown once).
     pub fn unavailable(source: impl Into<BoxError>) -> Self {
-        Self::Unavailable(source.into())
+        Self::Unavailable(Cause::boxed(source.into()))
+    }
+
+    /// Builds an [`Error::Misconfigured`] around the backend's report (as a
+    /// [`Cause`]).
+    pub fn misconfigured(problem: Misconfiguration, source: impl Into<BoxError>) -> Self {
+        Self::Misconfigured {
+            problem,
+            source: Some(Cause::boxed(source.into())),
+        }
     }
 
     /// Builds an [`Error::Corrupt`].
@@ -59,7 +83,8 @@ impl Error {
         }
     }
 
-    /// True for errors that may go away on retry (unavailable, timeout).
+    /// True for errors that may go away on retry (unavailable, timeout);
+    /// false for everything else, [`Error::Misconfigured`] included.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::Timeout(_))
     }
@@ -75,6 +100,122 @@ impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
         Self::InvalidInput(InvalidInput::Config(e))
     }
+}
+
+/// Why a store cannot work as configured (see [`Error::Misconfigured`]).
+/// Each message names the class of problem and what to check; the
+/// server's own words are in the error's source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misconfiguration {
+    /// The database named in the URL does not exist (Postgres
+    /// `invalid_catalog_name`, a Redis database index out of range).
+    #[error("the database does not exist: create it, or fix the database name in the URL")]
+    UnknownDatabase,
+    /// The server does not accept this user (Postgres
+    /// `invalid_authorization_specification`: an unknown role, or no
+    /// `pg_hba.conf` entry for it).
+    #[error(
+        "the server does not accept this user: check the user name in the URL and that the server lets it connect"
+    )]
+    UserRejected,
+    /// The password (or user/password pair) is wrong.
+    #[error("the server rejected the credentials: check the user name and password in the URL")]
+    Credentials,
+    /// The user lacks a right the store needs (to create its schema or
+    /// table, to read or write it).
+    #[error(
+        "permission denied: grant the user the rights the store needs (create its schema and table, read and write them) or use another user"
+    )]
+    Permission,
+    /// TLS negotiation failed (the server does not speak TLS on that port,
+    /// or its certificate is not trusted).
+    #[error(
+        "TLS negotiation failed: check that the server speaks TLS on this port and that its certificate is trusted"
+    )]
+    Tls,
+    /// The URL asks for TLS but this build has no TLS support.
+    #[error("the URL asks for TLS, which this build lacks: enable the `{feature}` cargo feature")]
+    TlsNotCompiled {
+        /// The cargo feature that adds it.
+        feature: &'static str,
+    },
+    /// The database file cannot be opened (missing and not to be created,
+    /// no such directory, no permission, not a database).
+    #[error(
+        "the database file cannot be opened: check the path and its permissions (add `mode=rwc` to a sqlite: URL to create a missing file)"
+    )]
+    CannotOpen,
+}
+
+/// A backend error kept as the source of [`Error::Unavailable`] or
+/// [`Error::Misconfigured`], shown once.
+///
+/// Drivers often wrap an error and print its text again (sqlx's "error
+/// returned from database: X" with source X, redis-rs's I/O errors that
+/// print and return the same `io::Error`). A `Cause` displays (and
+/// `Debug`-prints) exactly as the backend error does, but its
+/// [`source`](std::error::Error::source) skips the causes whose text it
+/// already shows, so a printed chain never says the same thing twice.
+pub struct Cause(BoxError);
+
+impl Cause {
+    /// Wraps `err`.
+    pub fn boxed(err: BoxError) -> BoxError {
+        Box::new(Self(err))
+    }
+
+    /// The backend error itself.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let shown = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            if !shown.contains(&cause.to_string()) {
+                return Some(cause);
+            }
+            next = cause.source();
+        }
+        None
+    }
+}
+
+/// `err` and its sources on one line, joined by `: ` (what a log line or a
+/// command-line tool should print for a failure: the top error alone may
+/// say only what failed, its sources say why).
+///
+/// ```
+/// use session_core::{Error, display_chain};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// assert_eq!(display_chain(&Error::unavailable(io)), "storage unavailable: refused");
+/// ```
+pub fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }
 
 /// What is wrong with a stored record that someone else wrote.
@@ -226,4 +367,64 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that prints its source's text again, as sqlx's and
+    /// redis-rs's wrappers do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error communicating with database: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("handshake failed")]
+    struct Says(#[source] std::io::Error);
+
+    fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused")
+    }
+
+    #[test]
+    fn a_cause_skips_the_sources_it_already_shows() {
+        let err = Error::unavailable(Repeats(io()));
+        assert_eq!(
+            display_chain(&err),
+            "storage unavailable: error communicating with database: Connection refused"
+        );
+        // Debug is the backend's own (tests and logs match on its fields).
+        let Error::Unavailable(source) = &err else {
+            unreachable!()
+        };
+        assert!(format!("{source:?}").contains("ConnectionRefused"));
+        // A source with text of its own is kept.
+        let err = Error::misconfigured(Misconfiguration::Tls, Says(io()));
+        assert!(
+            display_chain(&err).ends_with("handshake failed: Connection refused"),
+            "{}",
+            display_chain(&err)
+        );
+    }
+
+    #[test]
+    fn misconfigured_is_permanent_and_says_what_to_do() {
+        for problem in [
+            Misconfiguration::UnknownDatabase,
+            Misconfiguration::UserRejected,
+            Misconfiguration::Credentials,
+            Misconfiguration::Permission,
+            Misconfiguration::Tls,
+            Misconfiguration::TlsNotCompiled {
+                feature: "tls-rustls",
+            },
+            Misconfiguration::CannotOpen,
+        ] {
+            let err = Error::misconfigured(problem, io());
+            assert!(!err.is_transient(), "{err}");
+            assert!(err.to_string().contains(':'), "no advice in {err}");
+        }
+        assert!(Error::unavailable(io()).is_transient());
+    }
 }

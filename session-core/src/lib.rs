@@ -22,7 +22,10 @@ pub use binding::{Binding, UNAUTHENTICATED, constant_time_eq};
 pub use change::{Change, ChangeHub, ChangeStream};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{StoreConfig, Ttl};
-pub use error::{BoxError, ConfigError, CorruptRecord, Error, InvalidInput, MetadataError, Result};
+pub use error::{
+    BoxError, Cause, ConfigError, CorruptRecord, Error, InvalidInput, MetadataError,
+    Misconfiguration, Result, display_chain,
+};
 pub use id::{MAX_SESSION_ID_LEN, MAX_WORKLOAD_ID_LEN, SessionId, WorkloadId};
 pub use memory::MemoryStore;
 pub use metadata::{Metadata, limits};

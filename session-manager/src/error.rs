@@ -39,7 +39,8 @@ pub enum Error {
         source: Arc<session_core::Error>,
     },
     /// Storage answered with a non-transient error (invalid input, corrupt
-    /// record). HTTP 500.
+    /// record, a configuration that cannot work such as a dropped database
+    /// or a changed password). HTTP 500.
     #[error("session storage error")]
     Storage {
         /// The store's error.

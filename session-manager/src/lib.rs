@@ -12,7 +12,7 @@ pub mod metrics;
 mod policy;
 
 pub use builder::SessionManagerBuilder;
-pub use connect::{ConnectError, connect};
+pub use connect::{ConnectError, ConnectOptions, connect};
 pub use error::{Error, Result, SharedError};
 pub use factory::{BuildCause, Built, Live, SessionFactory, vmcp_matches};
 pub use manager::{BackendExpiry, BulkReport, CacheState, SessionManager, ShutdownReport};

@@ -212,6 +212,9 @@ impl RedisConfig {
     }
 
     /// How long one connection attempt may take (default 5 s).
+    /// [`RedisStore::connect`](crate::RedisStore::connect) makes its first
+    /// attempt alone, so a server that accepts but never answers fails it
+    /// after about this long, with [`session_core::Error::Timeout`].
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use redis::RedisError;
-use session_core::{CorruptRecord, Error};
+use redis::{ErrorKind, RedisError};
+use session_core::{CorruptRecord, Error, Misconfiguration};
 
 use crate::scripts::CORRUPT_CODE;
 
@@ -42,6 +42,9 @@ impl From<UnexpectedReply> for Error {
 ///
 /// - a script's `VMCPCORRUPT` reply or the server's `WRONGTYPE` →
 ///   [`Error::Corrupt`] naming `key`;
+/// - a refused login or a missing right (`WRONGPASS`, `NOAUTH`, `NOPERM`,
+///   a failed `AUTH`, a database index the server does not have) →
+///   [`Error::Misconfigured`]: retrying cannot help;
 /// - an I/O timeout → [`Error::Timeout`] with the configured response timeout;
 /// - anything else (refused, dropped, cluster down...) → [`Error::Unavailable`].
 pub(crate) fn map_redis(err: RedisError, key: &str, timeout: Duration) -> Error {
@@ -54,10 +57,46 @@ pub(crate) fn map_redis(err: RedisError, key: &str, timeout: Duration) -> Error 
         }
         _ => {}
     }
+    if let Some(problem) = misconfiguration(&err) {
+        return Error::misconfigured(problem, err);
+    }
     if err.is_timeout() {
         return Error::Timeout(timeout);
     }
     Error::unavailable(err)
+}
+
+/// The configuration problem a Redis error reports, if it is one.
+fn misconfiguration(err: &RedisError) -> Option<Misconfiguration> {
+    if err.kind() == ErrorKind::AuthenticationFailed {
+        return Some(Misconfiguration::Credentials);
+    }
+    match err.code() {
+        Some("WRONGPASS" | "NOAUTH") => return Some(Misconfiguration::Credentials),
+        Some("NOPERM") => return Some(Misconfiguration::Permission),
+        _ => {}
+    }
+    // redis-rs reports a failed `SELECT` at connection setup as a plain
+    // response error with this description.
+    if err.to_string().contains("refused to switch database") {
+        return Some(Misconfiguration::UnknownDatabase);
+    }
+    None
+}
+
+/// Maps a failure to open a connection to `url`: as [`map_redis`], and a
+/// `rediss://` URL whose connection was made but whose handshake then
+/// broke off (the server answered something that is not TLS, or a
+/// certificate was refused) is
+/// [`Misconfiguration::Tls`].
+pub(crate) fn map_connect(err: RedisError, url: &str, timeout: Duration) -> Error {
+    let tls = url.starts_with("rediss://") || url.starts_with("rediss+");
+    // The TCP connection was made (not refused, not timed out) but the
+    // TLS handshake on it failed: rustls reports that as an I/O error.
+    if tls && err.kind() == ErrorKind::Io && !err.is_timeout() && !err.is_connection_refusal() {
+        return Error::misconfigured(Misconfiguration::Tls, err);
+    }
+    map_redis(err, "", timeout)
 }
 
 /// Parses the detail of a `VMCPCORRUPT <kind> <detail>` reply. A bad

@@ -255,6 +255,10 @@ pub enum SqliteLocation {
 #[derive(Clone, Debug)]
 pub struct SqliteConfig {
     pub(crate) location: SqliteLocation,
+    /// sqlx's options parsed from a URL ([`SqliteConfig::from_url`]); the
+    /// store sets its journal mode, synchronous mode and busy timeout on
+    /// top of them.
+    pub(crate) options: Option<sqlx::sqlite::SqliteConnectOptions>,
     pub(crate) table: String,
     pub(crate) store: StoreConfig,
     pub(crate) slide_fraction: f64,
@@ -276,9 +280,57 @@ impl SqliteConfig {
         Self::at(SqliteLocation::Memory)
     }
 
+    /// A database named by a URL in sqlx's own forms, parsed by sqlx
+    /// (`SqliteConnectOptions::from_str`): `sqlite:data.db`,
+    /// `sqlite://data.db?mode=rwc`, `sqlite:///abs/path.db`,
+    /// `sqlite::memory:`, `sqlite://?mode=memory`. sqlx's rules apply: the
+    /// file must exist unless `mode=rwc` is given (`mode=ro` opens it read
+    /// only; `cache`, `immutable` and `vfs` are sqlx's too). An in-memory
+    /// database is kept on one connection that is never recycled, as
+    /// [`SqliteConfig::in_memory`]'s is.
+    ///
+    /// ```
+    /// use session_storage_sql::{SqliteConfig, SqliteLocation};
+    ///
+    /// let cfg = SqliteConfig::from_url("sqlite://sessions.db?mode=rwc")?;
+    /// assert_eq!(cfg.location(), &SqliteLocation::File("sessions.db".into()));
+    /// let cfg = SqliteConfig::from_url("sqlite::memory:")?;
+    /// assert_eq!(cfg.location(), &SqliteLocation::Memory);
+    /// assert!(SqliteConfig::from_url("sqlite://x.db?mode=bogus").is_err());
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let options: sqlx::sqlite::SqliteConnectOptions =
+            url.parse().map_err(|e: sqlx::Error| ConfigError::Invalid {
+                setting: "sqlite url",
+                reason: e.to_string(),
+            })?;
+        // An in-memory database, as sqlx reads the URL: the database part
+        // `:memory:`, or `mode=memory`.
+        let rest = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let memory = database == ":memory:" || query.split('&').any(|p| p == "mode=memory");
+        let location = if memory {
+            SqliteLocation::Memory
+        } else {
+            SqliteLocation::File(options.get_filename().to_path_buf())
+        };
+        let mut cfg = Self::at(location);
+        cfg.options = Some(options);
+        Ok(cfg)
+    }
+
+    /// Where the data lives.
+    pub fn location(&self) -> &SqliteLocation {
+        &self.location
+    }
+
     fn at(location: SqliteLocation) -> Self {
         Self {
             location,
+            options: None,
             table: "vmcp_sessions".to_owned(),
             store: StoreConfig::default(),
             slide_fraction: DEFAULT_SLIDE_FRACTION,

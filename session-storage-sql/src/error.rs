@@ -2,15 +2,19 @@
 
 use std::time::Duration;
 
-use session_core::{CorruptRecord, Error, MetadataError};
+use session_core::{CorruptRecord, Error, MetadataError, Misconfiguration};
 
 /// Postgres `query_canceled` (raised by `statement_timeout`).
 const PG_QUERY_CANCELED: &str = "57014";
 
 /// Maps a sqlx error: pool acquire timeouts and statement timeouts become
-/// [`Error::Timeout`], everything else [`Error::Unavailable`] with the sqlx
-/// error kept as the source.
+/// [`Error::Timeout`]; a configuration the server or the driver refuses
+/// ([`misconfiguration`]) becomes [`Error::Misconfigured`]; everything
+/// else [`Error::Unavailable`]. The sqlx error is kept as the source.
 pub(crate) fn from_sqlx(err: sqlx::Error, acquire: Duration, statement: Option<Duration>) -> Error {
+    if let Some(problem) = misconfiguration(&err) {
+        return Error::misconfigured(problem, err);
+    }
     match &err {
         sqlx::Error::PoolTimedOut => Error::Timeout(acquire),
         sqlx::Error::Database(db) if db.code().as_deref() == Some(PG_QUERY_CANCELED) => {
@@ -20,6 +24,46 @@ pub(crate) fn from_sqlx(err: sqlx::Error, acquire: Duration, statement: Option<D
             Error::Timeout(statement.unwrap_or(acquire))
         }
         _ => Error::unavailable(err),
+    }
+}
+
+/// The permanent problem a sqlx error reports, if it is one:
+///
+/// - Postgres `3D000` (no such database), `28000` (the server does not
+///   accept the user: unknown role, no `pg_hba.conf` entry), `28P01`
+///   (wrong password), `42501` (insufficient privilege);
+/// - SQLite `SQLITE_CANTOPEN`, `SQLITE_NOTADB`, `SQLITE_READONLY` (primary
+///   codes 14, 26, 8);
+/// - a TLS failure (the server does not speak TLS, a certificate is not
+///   trusted, or the build has no TLS support).
+pub(crate) fn misconfiguration(err: &sqlx::Error) -> Option<Misconfiguration> {
+    match err {
+        sqlx::Error::Tls(_) if !cfg!(feature = "tls-rustls") => {
+            Some(Misconfiguration::TlsNotCompiled {
+                feature: "tls-rustls",
+            })
+        }
+        sqlx::Error::Tls(_) => Some(Misconfiguration::Tls),
+        // rustls reports a refused certificate or a handshake the server
+        // broke off as an I/O error of this kind; nothing else on a
+        // Postgres connection does (protocol errors have their own kind).
+        sqlx::Error::Io(io)
+            if cfg!(feature = "tls-rustls") && io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Some(Misconfiguration::Tls)
+        }
+        sqlx::Error::Database(db) => match db.code().as_deref()? {
+            "3D000" => Some(Misconfiguration::UnknownDatabase),
+            "28000" => Some(Misconfiguration::UserRejected),
+            "28P01" => Some(Misconfiguration::Credentials),
+            "42501" => Some(Misconfiguration::Permission),
+            code => match code.parse::<i32>().map(|c| c & 0xff) {
+                Ok(14 | 26) => Some(Misconfiguration::CannotOpen),
+                Ok(8) => Some(Misconfiguration::Permission),
+                _ => None,
+            },
+        },
+        _ => None,
     }
 }
 

@@ -3,7 +3,8 @@
 //! - `test`: finds the test backends (environment URLs, else the local
 //!   Redis and Postgres), starts a throwaway 3-master Redis Cluster on a
 //!   free loopback port range (unless one is given), exports the URLs and
-//!   runs every workspace test.
+//!   runs every workspace test (all features), then session-manager's
+//!   `connect` tests once more without `tls-rustls`.
 //! - `ci`: formatting, clippy (`-D warnings`), rustdoc (`-D warnings`),
 //!   the license files, every feature of every published crate building on
 //!   its own, `msrv`, then `test`; prints each stage's time.
@@ -244,7 +245,24 @@ fn test(extra: &[String]) -> Result<(), String> {
     let mut cmd = with_env(cargo());
     cmd.args(["test", "--workspace", "--all-features"]);
     cmd.args(extra);
-    run(cmd)
+    run(cmd)?;
+    // `connect` in a build without `tls-rustls`: a URL that asks for TLS
+    // must fail as a configuration error naming the feature (the run above
+    // has every feature on, so it cannot see this).
+    if extra.is_empty() {
+        let mut no_tls = with_env(cargo());
+        no_tls.args([
+            "test",
+            "-p",
+            "session-manager",
+            "--features",
+            "redis,postgres,sqlite",
+            "--test",
+            "connect",
+        ]);
+        run(no_tls)?;
+    }
+    Ok(())
 }
 
 /// `cargo xtask ci`: every stage in order, each timed; the timings are

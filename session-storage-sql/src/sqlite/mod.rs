@@ -91,9 +91,14 @@ impl SqliteStore {
         let fraction = check_fraction(cfg.slide_fraction).map_err(error::config)?;
         let pool = match &cfg.location {
             SqliteLocation::File(path) => {
-                let options = SqliteConnectOptions::new()
-                    .filename(path)
-                    .create_if_missing(true)
+                let options = cfg
+                    .options
+                    .clone()
+                    .unwrap_or_else(|| {
+                        SqliteConnectOptions::new()
+                            .filename(path)
+                            .create_if_missing(true)
+                    })
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(if cfg.synchronous_full {
                         SqliteSynchronous::Full
@@ -110,9 +115,11 @@ impl SqliteStore {
             SqliteLocation::Memory => {
                 // One connection that is never recycled: the database lives
                 // exactly as long as the pool.
-                let options = "sqlite::memory:"
-                    .parse::<SqliteConnectOptions>()
-                    .map(|o| o.busy_timeout(cfg.busy_timeout));
+                let options = match &cfg.options {
+                    Some(options) => Ok(options.clone()),
+                    None => "sqlite::memory:".parse::<SqliteConnectOptions>(),
+                }
+                .map(|o| o.busy_timeout(cfg.busy_timeout));
                 match options {
                     Ok(options) => {
                         SqlitePoolOptions::new()
