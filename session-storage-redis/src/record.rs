@@ -168,9 +168,12 @@ mod tests {
         );
     }
 
+    /// A stored value and the check its error must pass.
+    type Case = (&'static [u8], fn(&CorruptRecord) -> bool);
+
     #[test]
     fn names_the_first_broken_part() {
-        let cases: [(&[u8], fn(&CorruptRecord) -> bool); 12] = [
+        let cases: [Case; 12] = [
             (b"not ours", |r| matches!(r, CorruptRecord::WrongType(_))),
             (b"s1 1 1 5", |r| matches!(r, CorruptRecord::WrongType(_))),
             (b"s1  1 5\n{}", |r| {
