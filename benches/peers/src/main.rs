@@ -49,7 +49,7 @@ pub fn metadata_pairs() -> Vec<(String, String)> {
         ),
         ("protocol".to_owned(), "2025-06-18".to_owned()),
     ];
-    for i in 0..6 {
+    for i in 0..4 {
         pairs.push((
             format!("backend:{i}:session"),
             format!("{:032x}-{i}", 0x5eed_u128 * (i + 1) as u128),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fred::prelude::{ClientLike, KeysInterface};
+use fred::prelude::ClientLike;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use session_core::{Metadata, SessionId, SessionStore, StoreConfig, Ttl, Update, Version};
