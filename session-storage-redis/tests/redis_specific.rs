@@ -477,6 +477,52 @@ async fn legacy_hash_records_are_read_and_migrated_on_touch<B: Backend>(h: Arc<R
     assert_eq!(key_type(&h, &key).await, "none");
 }
 
+/// Concurrent compare-and-sets on one legacy hash record: exactly one
+/// wins (and migrates it), every other sees the winner's version, and
+/// the record ends as a string at version 2 with the winner's metadata.
+async fn legacy_hash_record_concurrent_cas_has_one_winner<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    let json = md("a", "0").json().to_owned();
+    plant_legacy(
+        &h.raw,
+        &key,
+        [
+            Some(b"1"),
+            Some(json.as_bytes()),
+            Some(b"1700000000000"),
+            Some(b"600000"),
+        ],
+        600_000,
+    )
+    .await;
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let (s, id) = (s.clone(), id.clone());
+            tokio::spawn(async move {
+                let mine = md("a", &i.to_string());
+                (s.update(&id, Version::INITIAL, &mine).await.unwrap(), mine)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for w in writers {
+        match w.await.unwrap() {
+            (Update::Applied(v), mine) => {
+                assert_eq!(v, Version::new(2));
+                winners.push(mine);
+            }
+            (Update::Conflict { current }, _) => assert_eq!(current, Version::new(2)),
+            (other, _) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one compare-and-set wins");
+    assert_eq!(key_type(&h, &key).await, "string");
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!((rec.version, &rec.metadata), (Version::new(2), &winners[0]));
+}
+
 /// A hash holding none of the store's fields is corrupt for every
 /// operation, `version` included (as `create` already treats the key as
 /// taken).
@@ -991,6 +1037,7 @@ macro_rules! all_cases {
             corrupt_foreign_hash,
             corrupt_foreign_string,
             legacy_hash_records_are_read_and_migrated_on_touch,
+            legacy_hash_record_concurrent_cas_has_one_winner,
             corrupt_signed_version,
             corrupt_version_past_max,
             corrupt_non_utf8_version,
