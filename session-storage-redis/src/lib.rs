@@ -6,6 +6,8 @@ mod config;
 mod connection;
 mod error;
 mod keys;
+mod legacy;
+mod record;
 mod scan;
 mod scripts;
 mod store;

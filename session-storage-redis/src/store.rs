@@ -7,8 +7,7 @@ use async_trait::async_trait;
 use redis::{Client, RedisError};
 use session_core::{
     ChangeHub, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata,
-    MetadataError, Page, Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update,
-    Version,
+    Page, Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
 };
 
 use crate::changes::{AbortOnDrop, Subscriber, SubscriberAddr};
@@ -16,11 +15,14 @@ use crate::config::RedisConfig;
 use crate::connection::{self, Conn};
 use crate::error::{UnexpectedReply, map_redis};
 use crate::keys::KeyPrefix;
+use crate::legacy::{self, Fields, HeaderFields};
+use crate::record;
 use crate::scan;
 use crate::scripts::{SCRIPTS, invoke};
 
 /// A [`SessionStore`] on Redis (standalone, or Cluster with feature
-/// `cluster`): one hash per session at `prefix + id`, every mutation one Lua
+/// `cluster`): one string per session at `prefix + id` (a short header,
+/// then the metadata JSON: see the crate README), every mutation one Lua
 /// script, `load` two pipelined reads (plus the `touch` script once per
 /// slide window, [`RedisConfig::slide_fraction`]), `touch` the same reads
 /// (so a corrupt record is reported, never slid) then its script, expiry
@@ -112,7 +114,7 @@ impl RedisStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The key holding `id`'s hash (for operators and tests).
+    /// The key holding `id`'s record (for operators and tests).
     pub fn key(&self, id: &SessionId) -> String {
         self.inner.prefix.key(id)
     }
@@ -122,11 +124,52 @@ impl RedisStore {
     }
 
     /// What `load`, `peek` and `touch` read: one pipelined round trip of
-    /// two reads (no script, nothing written), the fields and then the
-    /// remaining TTL on the server's clock, checked by [`decode_record`].
+    /// two reads (no script, nothing written), `GET` of the record string
+    /// and then the remaining TTL on the server's clock, checked by
+    /// [`record::decode`]. A legacy hash (`WRONGTYPE` to the `GET`) is read
+    /// with a second round trip ([`Self::read_legacy`]).
     async fn read(&self, key: &str) -> Result<Option<Read>> {
         // `ignore_errors`: each reply separately, so a `WRONGTYPE` from
-        // `HMGET` stays a server error (corrupt), not a pipeline failure.
+        // `GET` stays a server error (legacy or corrupt), not a pipeline
+        // failure.
+        let (value, pttl): (redis::RedisResult<Option<Vec<u8>>>, redis::RedisResult<i64>) =
+            redis::pipe()
+                .ignore_errors()
+                .cmd("GET")
+                .arg(key)
+                .cmd("PTTL")
+                .arg(key)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(self.err(key))?;
+        let value = match value {
+            Ok(value) => value,
+            Err(e) if is_wrong_type(&e) => return self.read_legacy(key).await,
+            Err(e) => return Err(self.err(key)(e)),
+        };
+        let pttl = pttl.map_err(self.err(key))?;
+        // Absent, or expired between the two reads.
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let (header, metadata) = record::decode(key, &value)?;
+        if !live_by_pttl(key, pttl)? {
+            return Ok(None);
+        }
+        Ok(Some(Read {
+            record: Record {
+                version: header.version,
+                metadata,
+            },
+            ttl_ms: header.ttl_ms,
+            pttl,
+        }))
+    }
+
+    /// [`Self::read`] for a key holding a hash: a record in the legacy
+    /// layout ([`crate::legacy`]), or a foreign hash (corrupt), or
+    /// another type (corrupt, wrong type).
+    async fn read_legacy(&self, key: &str) -> Result<Option<Read>> {
         let (fields, pttl): (redis::RedisResult<Fields>, redis::RedisResult<i64>) = redis::pipe()
             .ignore_errors()
             .cmd("HMGET")
@@ -140,9 +183,74 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(self.err(key))?;
-        let fields = fields.map_err(self.err(key))?;
+        let fields = fields.map_err(|e| self.legacy_err(key, e))?;
         let pttl = pttl.map_err(self.err(key))?;
-        decode_record(key, fields, pttl)
+        let Some((record, ttl_ms)) = legacy::decode_record(key, fields, pttl)? else {
+            return Ok(None);
+        };
+        if !live_by_pttl(key, pttl)? {
+            return Ok(None);
+        }
+        Ok(Some(Read {
+            record,
+            ttl_ms,
+            pttl,
+        }))
+    }
+
+    /// An error from reading a key as a legacy hash: `WRONGTYPE` means it
+    /// is neither a record string nor a hash.
+    fn legacy_err(&self, key: &str, e: RedisError) -> Error {
+        if is_wrong_type(&e) {
+            Error::corrupt(
+                key,
+                CorruptRecord::WrongType("neither a session record string nor a hash".to_owned()),
+            )
+        } else {
+            self.err(key)(e)
+        }
+    }
+
+    /// `version` of a key whose `GETRANGE` came back empty: no key at all
+    /// (`None`), or an empty string someone else wrote (corrupt).
+    async fn version_of_empty(&self, key: &str) -> Result<Option<Version>> {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(self.err(key))?;
+        if exists == 0 {
+            return Ok(None);
+        }
+        Err(Error::corrupt(
+            key,
+            CorruptRecord::WrongType("empty string".to_owned()),
+        ))
+    }
+
+    /// `version` of a key holding a hash (the legacy layout, or foreign):
+    /// `HMGET key v c t` + `PTTL`, checked like the legacy `load`.
+    async fn version_legacy(&self, key: &str) -> Result<Option<Version>> {
+        let (fields, pttl): (redis::RedisResult<HeaderFields>, redis::RedisResult<i64>) =
+            redis::pipe()
+                .ignore_errors()
+                .cmd("HMGET")
+                .arg(key)
+                .arg("v")
+                .arg("c")
+                .arg("t")
+                .cmd("PTTL")
+                .arg(key)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(self.err(key))?;
+        let (v, c, t) = fields.map_err(|e| self.legacy_err(key, e))?;
+        let pttl = pttl.map_err(self.err(key))?;
+        if v.is_none() && c.is_none() && t.is_none() && pttl == -2 {
+            return Ok(None);
+        }
+        let (version, _) = legacy::decode_header(key, v.as_deref(), c.as_deref(), t.as_deref())?;
+        Ok((pttl != -2).then_some(version))
     }
 
     /// Runs the `touch` script: `true` if it slid the record, `false` if
@@ -171,31 +279,10 @@ impl RedisStore {
     }
 }
 
-/// Decodes the metadata JSON of a loaded record.
-fn decode_metadata(key: &str, raw: &[u8]) -> Result<Metadata> {
-    let invalid = |e: MetadataError| Error::corrupt(key, CorruptRecord::InvalidMetadata(e));
-    let text = std::str::from_utf8(raw)
-        .map_err(|e| invalid(MetadataError::NotStringMap(e.to_string())))?;
-    Metadata::from_json(text).map_err(invalid)
+/// Whether the server refused a command for the key's type.
+fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
 }
-
-/// Decodes a stored version with the one rule every store applies
-/// ([`Version::from_stored_text`]).
-fn decode_version(key: &str, raw: &[u8]) -> Result<Version> {
-    Version::from_stored_text(raw)
-        .ok_or_else(|| Error::corrupt(key, CorruptRecord::InvalidVersion(shown(raw))))
-}
-
-/// `HMGET key v m c t` as raw bytes (a corrupt record need not be UTF-8).
-type Fields = (
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-);
-
-/// `HMGET key v c t` as raw bytes (what `version` reads).
-type Header = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A record `load` read and checked, with what the slide decision needs.
 struct Read {
@@ -206,43 +293,6 @@ struct Read {
     pttl: i64,
 }
 
-/// A positive decimal integer of at most 15 digits, no leading zero (what
-/// the scripts accept as `v` and `t`: exact in a Lua double).
-fn is_count(raw: &[u8]) -> bool {
-    (1..=15).contains(&raw.len()) && raw[0] != b'0' && raw.iter().all(u8::is_ascii_digit)
-}
-
-/// The lossy text of a bad field, for an error (at most 64 characters).
-fn shown(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).chars().take(64).collect()
-}
-
-/// The checks of `v`, `c` and `t` shared by `load`, `peek`, `touch` and
-/// `version`, with the same rules as the scripts' `read`
-/// (`lua/prelude.lua`): the version and the record's own TTL.
-fn decode_header(
-    key: &str,
-    v: Option<&[u8]>,
-    c: Option<&[u8]>,
-    t: Option<&[u8]>,
-) -> Result<(Version, u64)> {
-    let missing = |field: &'static str| Error::corrupt(key, CorruptRecord::MissingField(field));
-    // A hash without any of our fields (a foreign hash) reports `v` missing.
-    let version = decode_version(key, v.ok_or_else(|| missing("v"))?)?;
-    match c {
-        Some(c) if (1..=15).contains(&c.len()) && c.iter().all(u8::is_ascii_digit) => {}
-        _ => return Err(missing("c")),
-    }
-    let ttl_ms = match t {
-        Some(t) if is_count(t) => std::str::from_utf8(t)
-            .ok()
-            .and_then(|t| t.parse::<u64>().ok())
-            .ok_or_else(|| missing("t"))?,
-        _ => return Err(missing("t")),
-    };
-    Ok((version, ttl_ms))
-}
-
 /// What the key's `PTTL` says about a record whose fields were read:
 /// `Ok(false)` if it vanished (-2) right after, an error if it has no
 /// expiry at all (-1: not written by this store).
@@ -251,30 +301,10 @@ fn live_by_pttl(key: &str, pttl: i64) -> Result<bool> {
         -2 => Ok(false),
         -1 => Err(Error::corrupt(
             key,
-            CorruptRecord::WrongType("hash without an expiry".to_owned()),
+            CorruptRecord::WrongType("record without an expiry".to_owned()),
         )),
         _ => Ok(true),
     }
-}
-
-/// Checks what `load` read ([`decode_header`], then the metadata), then
-/// the key's expiry. `None` when the key is absent, or vanished (`PTTL`
-/// -2) between the two reads.
-fn decode_record(key: &str, (v, m, c, t): Fields, pttl: i64) -> Result<Option<Read>> {
-    if v.is_none() && m.is_none() && c.is_none() && t.is_none() && pttl == -2 {
-        return Ok(None);
-    }
-    let (version, ttl_ms) = decode_header(key, v.as_deref(), c.as_deref(), t.as_deref())?;
-    let m = m.ok_or_else(|| Error::corrupt(key, CorruptRecord::MissingField("m")))?;
-    let metadata = decode_metadata(key, &m)?;
-    if !live_by_pttl(key, pttl)? {
-        return Ok(None);
-    }
-    Ok(Some(Read {
-        record: Record { version, metadata },
-        ttl_ms,
-        pttl,
-    }))
 }
 
 /// Whether a load should slide: more than `fraction` of the record's own
@@ -300,7 +330,6 @@ impl SessionStore for RedisStore {
                 .key(&key)
                 .arg(metadata.json())
                 .arg(ttl_ms)
-                .arg(self.inner.max_ms)
                 .arg(self.inner.prefix.channel())
                 .arg(id.as_str()),
             &mut self.conn(),
@@ -335,29 +364,23 @@ impl SessionStore for RedisStore {
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
-        // Two pipelined reads: no script, no slide, no metadata transfer.
-        // `v`, `c` and `t` are checked as every other operation checks
-        // them; `PTTL` tells "no such key" from a hash without our fields.
+        // One read of the header alone: no script, no slide, no metadata
+        // transfer; `v`, `c` and `t` checked as every other operation
+        // checks them. (The key's expiry is not read: `load`, `peek` and
+        // `touch` report a record without one.)
         let key = self.key(id);
-        let (fields, pttl): (redis::RedisResult<Header>, redis::RedisResult<i64>) = redis::pipe()
-            .ignore_errors()
-            .cmd("HMGET")
+        let header: redis::RedisResult<Vec<u8>> = redis::cmd("GETRANGE")
             .arg(&key)
-            .arg("v")
-            .arg("c")
-            .arg("t")
-            .cmd("PTTL")
-            .arg(&key)
+            .arg(0)
+            .arg(record::HEADER_MAX - 1)
             .query_async(&mut self.conn())
-            .await
-            .map_err(self.err(&key))?;
-        let (v, c, t) = fields.map_err(self.err(&key))?;
-        let pttl = pttl.map_err(self.err(&key))?;
-        if v.is_none() && c.is_none() && t.is_none() && pttl == -2 {
-            return Ok(None);
+            .await;
+        match header {
+            Ok(raw) if raw.is_empty() => self.version_of_empty(&key).await,
+            Ok(raw) => Ok(Some(record::decode_header(&key, &raw)?.version)),
+            Err(e) if is_wrong_type(&e) => self.version_legacy(&key).await,
+            Err(e) => Err(self.err(&key)(e)),
         }
-        let (version, _) = decode_header(&key, v.as_deref(), c.as_deref(), t.as_deref())?;
-        Ok(live_by_pttl(&key, pttl)?.then_some(version))
     }
 
     async fn update(
@@ -367,11 +390,15 @@ impl SessionStore for RedisStore {
         metadata: &Metadata,
     ) -> Result<Update> {
         let key = self.key(id);
-        let (status, version): (i64, Vec<u8>) = invoke(
+        // The version after `expected`, computed here so the script does
+        // no arithmetic; unused (the script answers 3) at Version::MAX.
+        let next = expected.checked_next().unwrap_or(Version::MAX);
+        let reply: redis::Value = invoke(
             SCRIPTS
                 .update
                 .key(&key)
                 .arg(expected.get())
+                .arg(next.get())
                 .arg(metadata.json())
                 .arg(self.inner.ttl_ms)
                 .arg(self.inner.max_ms)
@@ -381,14 +408,17 @@ impl SessionStore for RedisStore {
         )
         .await
         .map_err(self.err(&key))?;
-        match status {
-            0 => Ok(Update::Missing),
-            1 => Ok(Update::Applied(decode_version(&key, &version)?)),
-            2 => Ok(Update::Conflict {
-                current: decode_version(&key, &version)?,
-            }),
-            3 => Err(Error::VersionLimit { key }),
-            _ => Err(UnexpectedReply::new("update script", &redis::Value::Int(status)).into()),
+        match &reply {
+            redis::Value::Int(0) => Ok(Update::Missing),
+            redis::Value::Int(1) => Ok(Update::Applied(next)),
+            redis::Value::Int(3) => Err(Error::VersionLimit { key }),
+            redis::Value::Array(pair) => match pair.as_slice() {
+                [redis::Value::Int(2), redis::Value::BulkString(current)] => Ok(Update::Conflict {
+                    current: record::decode_version(&key, current)?,
+                }),
+                _ => Err(UnexpectedReply::new("update script", &reply).into()),
+            },
+            _ => Err(UnexpectedReply::new("update script", &reply).into()),
         }
     }
 
@@ -507,92 +537,6 @@ impl std::fmt::Debug for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(v: &str, m: &str, c: &str, t: &str) -> Fields {
-        let f = |s: &str| (!s.is_empty()).then(|| s.as_bytes().to_vec());
-        (f(v), f(m), f(c), f(t))
-    }
-
-    fn reason(r: Result<Option<Read>>) -> CorruptRecord {
-        match r {
-            Err(Error::Corrupt { key, source }) => {
-                assert_eq!(key, "k");
-                source
-            }
-            Err(other) => panic!("expected corrupt, got {other:?}"),
-            Ok(_) => panic!("expected corrupt, got a record"),
-        }
-    }
-
-    #[test]
-    fn decodes_and_checks_like_the_scripts() {
-        let ok = decode_record("k", fields("3", r#"{"a":"b"}"#, "17", "600000"), 5000)
-            .unwrap()
-            .unwrap();
-        assert_eq!(ok.record.version, Version::new(3));
-        assert_eq!((ok.ttl_ms, ok.pttl), (600_000, 5000));
-        // Absent, and vanished between the two reads.
-        assert!(
-            decode_record("k", fields("", "", "", ""), -2)
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            decode_record("k", fields("1", "{}", "1", "5"), -2)
-                .unwrap()
-                .is_none()
-        );
-        // A foreign hash (or one of ours without `v`).
-        assert!(matches!(
-            reason(decode_record("k", fields("", "", "", ""), 100)),
-            CorruptRecord::MissingField("v")
-        ));
-        // Version::MAX is 16 digits and valid; one more is not.
-        assert_eq!(
-            decode_record("k", fields("9007199254740991", "{}", "1", "5"), 9)
-                .unwrap()
-                .unwrap()
-                .record
-                .version,
-            Version::MAX
-        );
-        for bad in [
-            "0",
-            "01",
-            "-1",
-            "+5",
-            "abc",
-            "9007199254740992",
-            "12345678901234567",
-        ] {
-            assert!(
-                matches!(reason(decode_record("k", fields(bad, "{}", "1", "5"), 9)),
-                    CorruptRecord::InvalidVersion(v) if v == bad),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            reason(decode_record("k", fields("1", "{}", "x", "5"), 9)),
-            CorruptRecord::MissingField("c")
-        ));
-        assert!(matches!(
-            reason(decode_record("k", fields("1", "{}", "1", "0"), 9)),
-            CorruptRecord::MissingField("t")
-        ));
-        assert!(matches!(
-            reason(decode_record("k", fields("1", "", "1", "5"), 9)),
-            CorruptRecord::MissingField("m")
-        ));
-        assert!(matches!(
-            reason(decode_record("k", fields("1", "[1]", "1", "5"), 9)),
-            CorruptRecord::InvalidMetadata(_)
-        ));
-        // No expiry at all: not written by this store.
-        assert!(matches!(
-            reason(decode_record("k", fields("1", "{}", "1", "5"), -1)),
-            CorruptRecord::WrongType(_)
-        ));
-    }
 
     #[test]
     fn connect_rejects_a_bad_subscriber_backoff_before_dialling() {

@@ -1,5 +1,7 @@
 //! Redis-specific behaviour beyond the core contract: script reload after
-//! `SCRIPT FLUSH`, each kind of corrupt record, and prefix isolation. Runs
+//! `SCRIPT FLUSH`, each kind of corrupt record (in the string layout and
+//! in the legacy hash layout), reading and migrating legacy hash records,
+//! and prefix isolation. Runs
 //! against standalone Redis, and against the cluster with feature `cluster`.
 
 mod common;
@@ -7,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, RedisHarness, plant, raw_dump};
+use common::{Backend, Raw, RedisHarness, plant, plant_legacy, plant_legacy_corrupt, raw_dump};
 use session_core::testing::{Corruption, Harness};
 use session_core::{
     Change, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata,
@@ -69,17 +71,40 @@ async fn noscript_reload<B: Backend>(h: Arc<RedisHarness<B>>) {
     assert_eq!(s.version(&other).await.unwrap(), Some(Version::INITIAL));
 }
 
-/// One corruption kind: the specific error, naming the key, and nothing
-/// written by any call that refused it.
+/// A way to plant a corrupt record: the string layout or the legacy hash.
+type Planter = for<'a> fn(
+    &'a Raw,
+    &'a str,
+    Corruption,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// One corruption kind, in the string layout and then in the legacy hash
+/// layout: the specific error, naming the key, and nothing written by any
+/// call that refused it.
 async fn corrupt_case<B: Backend>(
     h: &RedisHarness<B>,
     kind: Corruption,
     check: fn(&CorruptRecord) -> bool,
 ) {
+    let planters: [Planter; 2] = [
+        |raw, key, kind| Box::pin(plant(raw, key, kind)),
+        |raw, key, kind| Box::pin(plant_legacy_corrupt(raw, key, kind)),
+    ];
+    for planter in planters {
+        corrupt_case_with(h, kind, check, planter).await;
+    }
+}
+
+async fn corrupt_case_with<B: Backend>(
+    h: &RedisHarness<B>,
+    kind: Corruption,
+    check: fn(&CorruptRecord) -> bool,
+    planter: Planter,
+) {
     let s = h.store(long()).await;
     let id = SessionId::generate();
     let key = s.key(&id);
-    plant(&h.raw, &key, kind).await;
+    planter(&h.raw, &key, kind).await;
     let before = raw_dump(&h.raw, &key).await.unwrap();
     let expect = |what: &str, r: Result<String, Error>| match r {
         Err(Error::Corrupt { key: k, source }) => {
@@ -284,6 +309,220 @@ async fn non_utf8_version_does_not_poison_the_connection<B: Backend>(h: Arc<Redi
     assert!(total > 0, "no load ran");
 }
 
+/// A string someone else wrote at a session key (no `s1` header, or an
+/// empty string) is corrupt (wrong type) for every operation that reads
+/// it, `version` included; nothing writes over it, and delete removes it.
+async fn corrupt_foreign_string<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    for value in ["hello", ""] {
+        let id = SessionId::generate();
+        let key = s.key(&id);
+        let _: () = h
+            .raw
+            .q(redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(600_000))
+            .await
+            .unwrap();
+        let before = raw_dump(&h.raw, &key).await;
+        for (what, r) in [
+            ("load", s.load(&id).await.map(|_| ())),
+            ("peek", s.peek(&id).await.map(|_| ())),
+            ("version", s.version(&id).await.map(|_| ())),
+            ("touch", s.touch(&id).await.map(|_| ())),
+            (
+                "update",
+                s.update(&id, Version::INITIAL, &md("x", "y"))
+                    .await
+                    .map(|_| ()),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Corrupt {
+                        source: CorruptRecord::WrongType(_),
+                        ..
+                    })
+                ),
+                "{what} of {value:?}: {r:?}"
+            );
+        }
+        assert_eq!(
+            s.create(&id, &md("x", "y"), Ttl::Default).await.unwrap(),
+            None
+        );
+        assert_eq!(raw_dump(&h.raw, &key).await, before, "{value:?} modified");
+        assert!(s.delete(&id).await.unwrap());
+    }
+}
+
+/// The type Redis reports for `key`.
+async fn key_type<B: Backend>(h: &RedisHarness<B>, key: &str) -> String {
+    h.raw.q(redis::cmd("TYPE").arg(key)).await.unwrap()
+}
+
+/// Records in the legacy hash layout (written here with a raw client, as a
+/// release before the string layout did) are read by every operation, and
+/// rewritten as strings by the first write: an `update`, a `touch`, or a
+/// `load` past its slide window. `peek`, `version` and a `load` inside the
+/// window leave them as they are.
+async fn legacy_hash_records_are_read_and_migrated_on_touch<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    let json = md("a", "1").json().to_owned();
+    let legacy = |v: &'static [u8]| {
+        [
+            Some(v),
+            Some(json.as_bytes()),
+            Some(&b"1700000000000"[..]),
+            Some(&b"600000"[..]),
+        ]
+    };
+
+    // Reads: nothing rewritten.
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    plant_legacy(&h.raw, &key, legacy(b"4"), 590_000).await;
+    assert_eq!(s.version(&id).await.unwrap(), Some(Version::new(4)));
+    let rec = s.peek(&id).await.unwrap().unwrap();
+    assert_eq!((rec.version, rec.metadata), (Version::new(4), md("a", "1")));
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(rec.version, Version::new(4));
+    assert_eq!(key_type(&h, &key).await, "hash", "a read migrated");
+    // A conflict writes nothing either.
+    assert_eq!(
+        s.update(&id, Version::new(3), &md("a", "x")).await.unwrap(),
+        Update::Conflict {
+            current: Version::new(4)
+        }
+    );
+    assert_eq!(key_type(&h, &key).await, "hash", "a conflict migrated");
+
+    // update: applied on the legacy record, which becomes a string.
+    assert_eq!(
+        s.update(&id, Version::new(4), &md("a", "2")).await.unwrap(),
+        Update::Applied(Version::new(5))
+    );
+    assert_eq!(key_type(&h, &key).await, "string");
+    assert_eq!(
+        header(&h, &key).await,
+        ["s1", "5", "1700000000000", "600000"],
+        "the creation time is kept"
+    );
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!((rec.version, rec.metadata), (Version::new(5), md("a", "2")));
+
+    // touch: slid and rewritten with the same version, metadata, creation
+    // time and ttl.
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    plant_legacy(&h.raw, &key, legacy(b"7"), 300_000).await;
+    assert!(s.touch(&id).await.unwrap());
+    assert_eq!(key_type(&h, &key).await, "string");
+    assert_eq!(
+        header(&h, &key).await,
+        ["s1", "7", "1700000000000", "600000"]
+    );
+    assert!(pttl(&h, &key).await > 590_000, "touch did not slide");
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!((rec.version, rec.metadata), (Version::new(7), md("a", "1")));
+
+    // load past the slide window: the slide rewrites it.
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    plant_legacy(&h.raw, &key, legacy(b"2"), 300_000).await;
+    assert_eq!(s.load(&id).await.unwrap().unwrap().version, Version::new(2));
+    assert_eq!(key_type(&h, &key).await, "string");
+    assert!(pttl(&h, &key).await > 590_000, "load did not slide");
+
+    // A legacy record without metadata is corrupt for touch, untouched.
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    let [v, _, c, t] = legacy(b"1");
+    plant_legacy(&h.raw, &key, [v, None, c, t], 300_000).await;
+    let before = raw_dump(&h.raw, &key).await;
+    assert!(matches!(
+        s.touch(&id).await,
+        Err(Error::Corrupt {
+            source: CorruptRecord::MissingField("m"),
+            ..
+        })
+    ));
+    assert_eq!(raw_dump(&h.raw, &key).await, before);
+    // ... and the CAS at its version repairs it (into the string layout).
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &md("r", "1"))
+            .await
+            .unwrap(),
+        Update::Applied(Version::new(2))
+    );
+    assert_eq!(key_type(&h, &key).await, "string");
+
+    // With max_lifetime: a legacy record past its cap is expired by touch
+    // (deleted), not migrated.
+    let capped = StoreConfig::new(Duration::from_secs(600))
+        .unwrap()
+        .with_max_lifetime(Duration::from_secs(900))
+        .unwrap();
+    let s = h.store(capped).await;
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    plant_legacy(&h.raw, &key, legacy(b"1"), 300_000).await;
+    assert!(
+        !s.touch(&id).await.unwrap(),
+        "created in 2023: past its cap"
+    );
+    assert_eq!(key_type(&h, &key).await, "none");
+}
+
+/// Concurrent compare-and-sets on one legacy hash record: exactly one
+/// wins (and migrates it), every other sees the winner's version, and
+/// the record ends as a string at version 2 with the winner's metadata.
+async fn legacy_hash_record_concurrent_cas_has_one_winner<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    let json = md("a", "0").json().to_owned();
+    plant_legacy(
+        &h.raw,
+        &key,
+        [
+            Some(b"1"),
+            Some(json.as_bytes()),
+            Some(b"1700000000000"),
+            Some(b"600000"),
+        ],
+        600_000,
+    )
+    .await;
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let (s, id) = (s.clone(), id.clone());
+            tokio::spawn(async move {
+                let mine = md("a", &i.to_string());
+                (s.update(&id, Version::INITIAL, &mine).await.unwrap(), mine)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for w in writers {
+        match w.await.unwrap() {
+            (Update::Applied(v), mine) => {
+                assert_eq!(v, Version::new(2));
+                winners.push(mine);
+            }
+            (Update::Conflict { current }, _) => assert_eq!(current, Version::new(2)),
+            (other, _) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one compare-and-set wins");
+    assert_eq!(key_type(&h, &key).await, "string");
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!((rec.version, &rec.metadata), (Version::new(2), &winners[0]));
+}
+
 /// A hash holding none of the store's fields is corrupt for every
 /// operation, `version` included (as `create` already treats the key as
 /// taken).
@@ -467,6 +706,15 @@ async fn prefix_isolation_change_stream<B: Backend>(h: Arc<RedisHarness<B>>) {
     h.clean(&pb).await;
 }
 
+/// The header of the record string at `key`, split at its spaces:
+/// `["s1", version, created, ttl]`.
+async fn header<B: Backend>(h: &RedisHarness<B>, key: &str) -> Vec<String> {
+    let value: Vec<u8> = h.raw.q(redis::cmd("GET").arg(key)).await.unwrap();
+    let text = String::from_utf8(value).unwrap();
+    let (header, _) = text.split_once('\n').expect("a header line");
+    header.split(' ').map(str::to_owned).collect()
+}
+
 /// Expiry is set on the server from the record's own ttl and creation time.
 async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     let cfg = StoreConfig::new(Duration::from_secs(60))
@@ -482,12 +730,7 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     let key = s.key(&id);
     let pttl: i64 = h.raw.q(redis::cmd("PTTL").arg(&key)).await.unwrap();
     assert!((1..=5000).contains(&pttl), "custom ttl: {pttl}");
-    let t: String = h
-        .raw
-        .q(redis::cmd("HGET").arg(&key).arg("t"))
-        .await
-        .unwrap();
-    assert_eq!(t, "5000");
+    assert_eq!(header(&h, &key).await[3], "5000");
     let _ = s
         .update(&id, Version::INITIAL, &md("a", "c"))
         .await
@@ -497,12 +740,9 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
         (50_000..=60_000).contains(&pttl),
         "store ttl after update: {pttl}"
     );
-    let t: String = h
-        .raw
-        .q(redis::cmd("HGET").arg(&key).arg("t"))
-        .await
-        .unwrap();
-    assert_eq!(t, "60000");
+    let fields = header(&h, &key).await;
+    assert_eq!((fields[0].as_str(), fields[1].as_str()), ("s1", "2"));
+    assert_eq!(fields[3], "60000");
     // version does not slide.
     let _: i64 = h
         .raw
@@ -513,11 +753,7 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     let pttl: i64 = h.raw.q(redis::cmd("PTTL").arg(&key)).await.unwrap();
     assert!(pttl <= 30_000, "version slid: {pttl}");
     // load slides, capped at created + max_lifetime (90 s).
-    let c: String = h
-        .raw
-        .q(redis::cmd("HGET").arg(&key).arg("c"))
-        .await
-        .unwrap();
+    let c = header(&h, &key).await[2].clone();
     s.load(&id).await.unwrap().unwrap();
     let at: i64 = h
         .raw
@@ -799,6 +1035,9 @@ macro_rules! all_cases {
             corrupt_metadata_not_string_map,
             corrupt_metadata_oversized,
             corrupt_foreign_hash,
+            corrupt_foreign_string,
+            legacy_hash_records_are_read_and_migrated_on_touch,
+            legacy_hash_record_concurrent_cas_has_one_winner,
             corrupt_signed_version,
             corrupt_version_past_max,
             corrupt_non_utf8_version,

@@ -19,6 +19,10 @@
 //!   named `memory`, `redis`, `postgres`, `manager`) and prints each
 //!   group's median and its ratio to the group's `baseline`; `--report`
 //!   also writes `target/bench-report/report.md` and `ratios.svg`.
+//!   `bench peers` (only when named) builds and runs the peer benchmark
+//!   `benches/peers`, a package outside the workspace (fred,
+//!   tower-sessions, a second sqlx: never built by `test` or `ci`), with
+//!   the workspace's target directory so shared crates are built once.
 //! - `bench-report`: writes that report from the latest criterion data
 //!   without running anything.
 
@@ -58,7 +62,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|gateway] [--report] | bench-report"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|gateway|peers] [--report] | bench-report"
             );
             return ExitCode::from(2);
         }
@@ -473,6 +477,9 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
 
 fn bench(name: Option<&str>, write_report: bool) -> Result<(), String> {
     find_backends();
+    if name == Some("peers") {
+        return bench_peers();
+    }
     let started = SystemTime::now();
     let chosen: Vec<_> = BENCHES
         .iter()
@@ -503,6 +510,18 @@ fn bench(name: Option<&str>, write_report: bool) -> Result<(), String> {
         bench_report_files()?;
     }
     Ok(())
+}
+
+/// Builds and runs `benches/peers` (its own workspace, see its README)
+/// in release mode with the workspace's target directory.
+fn bench_peers() -> Result<(), String> {
+    let mut cmd = with_env(cargo());
+    cmd.args(["run", "--release", "--manifest-path"])
+        .arg(root().join("benches/peers/Cargo.toml"));
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        cmd.env("CARGO_TARGET_DIR", root().join("target"));
+    }
+    run(cmd)
 }
 
 fn criterion_dir() -> PathBuf {

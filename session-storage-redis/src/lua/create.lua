@@ -1,13 +1,13 @@
--- create: write version 1 only if the key is absent.
+-- create: write version 1 only if the key is absent (whatever it holds).
 -- KEYS[1] session key
--- ARGV[1] metadata JSON, ARGV[2] ttl ms, ARGV[3] max lifetime ms (0: none),
--- ARGV[4] change channel, ARGV[5] session id
--- Returns 1 if created, 0 if the key exists (whatever it holds).
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local created = string.format('%.0f', now_ms())
--- max_lifetime >= ttl >= 1 ms (checked by StoreConfig): never past here.
-local cmd, at = slide_to(created, ARGV[2], tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], 'v', '1', 'm', ARGV[1], 'c', created, 't', ARGV[2])
-redis.call(cmd, KEYS[1], at)
-redis.call('PUBLISH', ARGV[4], 'w:1:' .. ARGV[5])
+-- ARGV[1] metadata JSON, ARGV[2] ttl ms, ARGV[3] change channel,
+-- ARGV[4] session id
+-- Returns 1 if created, 0 if the key exists.
+-- max_lifetime >= ttl (checked by StoreConfig): PX ttl never passes the cap.
+-- Record layout: see record.rs ("s1 <v> <created> <ttl>\n<metadata>").
+local now = redis.call('TIME')
+local value = 's1 1 ' .. string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
+  .. ' ' .. ARGV[2] .. '\n' .. ARGV[1]
+if not redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('PUBLISH', ARGV[3], 'w:1:' .. ARGV[4])
 return 1

@@ -1,15 +1,37 @@
--- touch: slide the expiry by the record's ttl.
+-- touch: slide the expiry by the record's own ttl.
 -- KEYS[1] session key
--- ARGV[1] max lifetime ms (0: none), ARGV[2] change channel, ARGV[3] session id
+-- ARGV[1] max lifetime ms ('0': none), ARGV[2] change channel,
+-- ARGV[3] session id
 -- Returns 1 if live and slid, 0 if absent or past its capped deadline (then
--- deleted, and the delete published).
-local r, err = read(KEYS[1])
-if err then return err end
-if not r then return 0 end
-local cmd, at = slide_to(r.c, r.t, tonumber(ARGV[1]))
-if not cmd then
-  expire(KEYS[1], ARGV[2], ARGV[3])
+-- deleted, and the delete published). A legacy hash record is rewritten as
+-- a string with the same version, metadata, creation time and ttl.
+-- Calls on the hot path: GETRANGE, PEXPIRE (TIME and PEXPIREAT with a cap).
+local key = KEYS[1]
+local absent = 0
+local v, c, t, m
+--@header
+if m == false then return redis.error_reply('VMCPCORRUPT missing m') end
+if ARGV[1] == '0' then
+  if m then
+    redis.call('SET', key, 's1 ' .. v .. ' ' .. c .. ' ' .. t .. '\n' .. m, 'PX', t)
+  else
+    redis.call('PEXPIRE', key, t)
+  end
+  return 1
+end
+local now = redis.call('TIME')
+now = now[1] * 1000 + math.floor(now[2] / 1000)
+local at = now + t
+local cap = c + ARGV[1]
+if cap < at then at = cap end
+if at <= now then
+  redis.call('DEL', key)
+  redis.call('PUBLISH', ARGV[2], 'd:' .. ARGV[3])
   return 0
 end
-redis.call(cmd, KEYS[1], at)
+if m then
+  redis.call('SET', key, 's1 ' .. v .. ' ' .. c .. ' ' .. t .. '\n' .. m, 'PXAT', at)
+else
+  redis.call('PEXPIREAT', key, at)
+end
 return 1

@@ -228,34 +228,44 @@ impl<B: Backend> Harness for RedisHarness<B> {
     }
 
     async fn set_version(&self, id: &SessionId, version: Version) {
-        let n: i64 = self
+        // Rewrites the header's version, keeping the rest and the expiry.
+        let key = self.key(id);
+        let value: Vec<u8> = self
             .raw
-            .q(redis::cmd("HSET")
-                .arg(self.key(id))
-                .arg("v")
-                .arg(version.get().to_string()))
+            .q(redis::cmd("GET").arg(&key))
+            .await
+            .expect("set_version on a record that does not exist");
+        let text = String::from_utf8(value).unwrap();
+        let (header, metadata) = text.split_once('\n').unwrap();
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 4, "not a record: {header:?}");
+        let value = record_bytes(
+            version.get().to_string().as_bytes(),
+            parts[2].as_bytes(),
+            parts[3].as_bytes(),
+            metadata.as_bytes(),
+        );
+        let _: () = self
+            .raw
+            .q(redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("XX")
+                .arg("KEEPTTL"))
             .await
             .unwrap();
-        assert_eq!(n, 0, "set_version on a record that does not exist");
     }
 
     async fn plant_bad_id(&self) -> bool {
-        // A space is not allowed in a session id; the hash is otherwise
+        // A space is not allowed in a session id; the string is otherwise
         // a valid record.
         let key = format!("{}bad id {}", self.prefix, uuid::Uuid::new_v4().simple());
         self.extra_keys.lock().unwrap().push(key.clone());
-        let _: i64 = self
+        let _: () = self
             .raw
-            .q(redis::cmd("HSET")
+            .q(redis::cmd("SET")
                 .arg(&key)
-                .arg("v")
-                .arg("1")
-                .arg("m")
-                .arg("{}")
-                .arg("c")
-                .arg("1")
-                .arg("t")
-                .arg("600000"))
+                .arg(record_bytes(b"1", b"1", b"600000", b"{}")))
             .await
             .unwrap();
         let _: i64 = self
@@ -306,65 +316,109 @@ pub async fn kill_subscriber<B: Backend>(store: &RedisStore) {
     );
 }
 
-/// Writes a corrupt record of `kind` at `key` (expiring in 10 minutes, in
-/// case teardown does not run).
-pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
-    let _: i64 = raw.q(redis::cmd("DEL").arg(key)).await.unwrap();
-    let good = [
-        ("v", b"1".to_vec()),
-        ("m", b"{}".to_vec()),
-        ("c", b"1".to_vec()),
-        ("t", b"600000".to_vec()),
-    ];
-    let mut fields: Vec<(&str, Vec<u8>)> = good.to_vec();
-    let mut set = |f: &str, v: Vec<u8>| {
-        for e in &mut fields {
-            if e.0 == f {
-                e.1.clone_from(&v);
-            }
-        }
-    };
+/// A record string in the layout the store writes (`s1 <v> <c> <t>\n<m>`,
+/// see the crate README), from raw parts: tests plant records with it.
+pub fn record_bytes(v: &[u8], c: &[u8], t: &[u8], m: &[u8]) -> Vec<u8> {
+    let mut out = b"s1 ".to_vec();
+    out.extend_from_slice(v);
+    out.push(b' ');
+    out.extend_from_slice(c);
+    out.push(b' ');
+    out.extend_from_slice(t);
+    out.push(b'\n');
+    out.extend_from_slice(m);
+    out
+}
+
+/// The bad part a corruption `kind` puts in a record, as
+/// (version, created, metadata); `None` for [`Corruption::WrongType`].
+fn corrupt_parts(kind: Corruption) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let (mut v, mut c, mut m) = (b"1".to_vec(), b"1".to_vec(), b"{}".to_vec());
     match kind {
-        Corruption::WrongType => {
-            let _: () = raw
-                .q(redis::cmd("SET").arg(key).arg("not a hash"))
-                .await
-                .unwrap();
-            let _: i64 = raw
-                .q(redis::cmd("PEXPIRE").arg(key).arg(600_000))
-                .await
-                .unwrap();
-            return;
+        Corruption::WrongType => return None,
+        Corruption::MissingVersion => v.clear(),
+        Corruption::NonNumericVersion => v = b"abc".to_vec(),
+        Corruption::NonUtf8Version => v = b"\xff\xfe1".to_vec(),
+        Corruption::SignedVersion => v = b"+5".to_vec(),
+        Corruption::ZeroVersion => v = b"0".to_vec(),
+        Corruption::NegativeVersion => v = b"-5".to_vec(),
+        Corruption::VersionPastMax => v = b"9007199254740992".to_vec(),
+        Corruption::NoVersionNoCreated => {
+            v.clear();
+            c.clear();
         }
-        Corruption::MissingVersion => fields.retain(|(f, _)| *f != "v"),
-        Corruption::NonNumericVersion => set("v", b"abc".to_vec()),
-        Corruption::NonUtf8Version => set("v", b"\xff\xfe1".to_vec()),
-        Corruption::SignedVersion => set("v", b"+5".to_vec()),
-        Corruption::ZeroVersion => set("v", b"0".to_vec()),
-        Corruption::NegativeVersion => set("v", b"-5".to_vec()),
-        Corruption::VersionPastMax => set("v", b"9007199254740992".to_vec()),
-        Corruption::NoVersionNoCreated => fields.retain(|(f, _)| *f != "v" && *f != "c"),
-        Corruption::MetadataNotJson => set("m", b"{not json".to_vec()),
-        Corruption::MetadataNotStringMap => set("m", br#"{"a":1}"#.to_vec()),
-        Corruption::MetadataNotUtf8 => set("m", b"{\"a\":\"\xff\"}".to_vec()),
+        Corruption::MetadataNotJson => m = b"{not json".to_vec(),
+        Corruption::MetadataNotStringMap => m = br#"{"a":1}"#.to_vec(),
+        Corruption::MetadataNotUtf8 => m = b"{\"a\":\"\xff\"}".to_vec(),
         Corruption::MetadataOversized => {
-            set(
-                "m",
-                format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024)).into_bytes(),
-            );
+            m = format!(r#"{{"k":"{}"}}"#, "x".repeat(70 * 1024)).into_bytes();
         }
         other => panic!("unknown corruption {other:?}"),
     }
-    let mut cmd = redis::cmd("HSET");
-    cmd.arg(key);
-    for (f, v) in &fields {
-        cmd.arg(*f).arg(v);
+    Some((v, c, m))
+}
+
+/// Writes a corrupt record of `kind` at `key` in the string layout the
+/// store writes (expiring in 10 minutes, in case teardown does not run).
+/// [`Corruption::WrongType`] is a list.
+pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
+    let _: i64 = raw.q(redis::cmd("DEL").arg(key)).await.unwrap();
+    match corrupt_parts(kind) {
+        None => {
+            let _: i64 = raw
+                .q(redis::cmd("RPUSH").arg(key).arg("not a record"))
+                .await
+                .unwrap();
+        }
+        Some((v, c, m)) => {
+            let _: () = raw
+                .q(redis::cmd("SET")
+                    .arg(key)
+                    .arg(record_bytes(&v, &c, b"600000", &m)))
+                .await
+                .unwrap();
+        }
     }
-    let _: i64 = raw.q(&cmd).await.unwrap();
     let _: i64 = raw
         .q(redis::cmd("PEXPIRE").arg(key).arg(600_000))
         .await
         .unwrap();
+}
+
+/// Writes a record in the legacy hash layout (`HSET v m c t`; a field
+/// given as `None` is left out) expiring in `pttl_ms`, as a release
+/// before the string layout did.
+pub async fn plant_legacy(raw: &Raw, key: &str, fields: [Option<&[u8]>; 4], pttl_ms: i64) {
+    let _: i64 = raw.q(redis::cmd("DEL").arg(key)).await.unwrap();
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(key);
+    for (name, value) in ["v", "m", "c", "t"].into_iter().zip(fields) {
+        if let Some(value) = value {
+            cmd.arg(name).arg(value);
+        }
+    }
+    let _: i64 = raw.q(&cmd).await.unwrap();
+    let _: i64 = raw
+        .q(redis::cmd("PEXPIRE").arg(key).arg(pttl_ms))
+        .await
+        .unwrap();
+}
+
+/// A corrupt record of `kind` in the legacy hash layout (wrong type: a
+/// list, as in [`plant`]).
+pub async fn plant_legacy_corrupt(raw: &Raw, key: &str, kind: Corruption) {
+    let Some((v, c, m)) = corrupt_parts(kind) else {
+        return plant(raw, key, kind).await;
+    };
+    let field = |b: &[u8]| (!b.is_empty()).then_some(b.to_vec());
+    let (v, c, m) = (field(&v), field(&c), field(&m));
+    plant_legacy(
+        raw,
+        key,
+        [v.as_deref(), m.as_deref(), c.as_deref(), Some(b"600000")],
+        600_000,
+    )
+    .await;
 }
 
 /// The stored content at `key`: the string, or the sorted hash fields.
