@@ -22,7 +22,7 @@
 //!   the allocator reuses makes it a lower bound, so read the 1M figure);
 //! - Redis (`RedisStore`, a unique key prefix) against a raw `GET`;
 //! - Postgres (`PostgresStore`, a unique schema) against a raw point
-//!   `SELECT` on the store's own table.
+//!   `SELECT version, metadata` on the store's own table and pool.
 //!
 //! A plain map itself slows from 1k to 1M (caches), so flatness is judged
 //! on the ratio to the baseline: `ratio at 1M / ratio at 1k` (target
@@ -604,7 +604,9 @@ fn postgres(rt: &Runtime) {
         let select = format!("SELECT version, metadata FROM {table} WHERE id = $1");
         let results = rt.block_on(async {
             let mut ops = store_ops(&store, &sample, &fresh, &md);
-            let (raw, sample, select) = (&raw, &sample, &select);
+            // On the store's own pool (same connections, no
+            // `test_before_acquire`): only the statement differs.
+            let (raw, sample, select) = (store.pool(), &sample, &select);
             ops.insert(
                 0,
                 (
