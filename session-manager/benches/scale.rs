@@ -30,7 +30,6 @@
 #![allow(missing_docs, clippy::missing_panics_doc)]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::collections::HashMap;
@@ -42,9 +41,9 @@ use std::time::{Duration, Instant};
 
 use common::{Rng, backends};
 use futures_util::StreamExt;
+use session_core::Snapshot;
 use session_core::{MemoryStore, Metadata, SessionId, SessionStore, StoreConfig, Ttl, Update};
 use session_manager::{BuildCause, Built, SessionFactory, SessionManager, ValidationPolicy};
-use session_core::Snapshot;
 use tokio::runtime::Runtime;
 
 /// Resident set size in bytes (`/proc/self/statm`; 0 where there is none).
@@ -110,7 +109,7 @@ type Op<'a> = Box<dyn FnMut(usize) -> Pin<Box<dyn Future<Output = ()> + 'a>> + '
 /// Runs every op `PER_ROUND` times per round for `ROUNDS` rounds, ops
 /// interleaved so drift hits all alike. Returns each op's median
 /// per-operation time.
-async fn measure<'a>(ops: &mut [(&'static str, Op<'a>)]) -> Vec<Duration> {
+async fn measure(ops: &mut [(&'static str, Op<'_>)]) -> Vec<Duration> {
     let mut means = vec![Vec::new(); ops.len()];
     let mut step = 0;
     for (_, op) in ops.iter_mut() {
@@ -151,7 +150,11 @@ fn report(backend: &str, baseline: &str, rows: &[Row], extra: &[(usize, String)]
     for r in rows {
         print!(" {} sessions: median (÷ {baseline}) |", r.size);
     }
-    println!(" ratio {} ÷ {} (≤ 1.3) |", rows[rows.len() - 1].size, rows[0].size);
+    println!(
+        " ratio {} ÷ {} (≤ 1.3) |",
+        rows[rows.len() - 1].size,
+        rows[0].size
+    );
     print!("|---|");
     for _ in rows {
         print!("---|");
@@ -161,7 +164,11 @@ fn report(backend: &str, baseline: &str, rows: &[Row], extra: &[(usize, String)]
         print!("| {name} |");
         for r in rows {
             let d = r.results.iter().find(|(n, _)| *n == name).unwrap().1;
-            print!(" {:.2} µs ({:.2}x) |", d.as_secs_f64() * 1e6, ratio(r, name));
+            print!(
+                " {:.2} µs ({:.2}x) |",
+                d.as_secs_f64() * 1e6,
+                ratio(r, name)
+            );
         }
         let growth = ratio(&rows[rows.len() - 1], name) / ratio(&rows[0], name);
         let flag = if growth <= 1.3 { "flat" } else { "NOT FLAT" };
@@ -210,7 +217,10 @@ impl Sample {
             ids.swap(i, usize::try_from(rng.below(i as u64 + 1)).unwrap());
         }
         // Every population member is stored at version 1 until updated.
-        let versions = ids.iter().map(|id| known.get(id).copied().unwrap_or(1)).collect();
+        let versions = ids
+            .iter()
+            .map(|id| known.get(id).copied().unwrap_or(1))
+            .collect();
         Self { ids, versions }
     }
 
@@ -334,7 +344,11 @@ fn in_process(rt: &Runtime) {
             let before = rss();
             for i in have..size {
                 let id = id_of(salt, i as u64);
-                memory.create(&id, &md, Ttl::Default).await.unwrap().unwrap();
+                memory
+                    .create(&id, &md, Ttl::Default)
+                    .await
+                    .unwrap()
+                    .unwrap();
             }
             let stored = rss();
             for i in have..size {
@@ -368,7 +382,11 @@ fn in_process(rt: &Runtime) {
             let mut ids = Vec::new();
             for _ in 0..PER_ROUND / 4 + ROUNDS * PER_ROUND {
                 let id = SessionId::generate();
-                memory.create(&id, &md, Ttl::Default).await.unwrap().unwrap();
+                memory
+                    .create(&id, &md, Ttl::Default)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 ids.push(id);
             }
             ids
@@ -497,7 +515,8 @@ fn redis(rt: &Runtime) {
                     Box::new(move |i| {
                         Box::pin(async move {
                             let mut c = conn.clone();
-                            let v: Option<String> = c.get(&raw_keys[i % raw_keys.len()]).await.unwrap();
+                            let v: Option<String> =
+                                c.get(&raw_keys[i % raw_keys.len()]).await.unwrap();
                             assert!(v.is_some());
                         })
                     }),

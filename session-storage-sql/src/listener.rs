@@ -151,7 +151,9 @@ async fn watch(notifiers: Shared, hub: ChangeHub) {
     loop {
         tick.tick().await;
         if lock(&notifiers).check(Instant::now()) {
-            tracing::warn!("change notifier gap (silent notifier or post-connect check); publishing resync");
+            tracing::warn!(
+                "change notifier gap (silent notifier or post-connect check); publishing resync"
+            );
             hub.publish(Change::Resync);
         }
     }
@@ -214,7 +216,11 @@ pub(crate) fn dispatch(hub: &ChangeHub, notifiers: &Shared, payload: &str) {
         Some(Payload::Change(change)) => hub.publish(change),
         Some(Payload::Marker { epoch, seq }) => {
             if lock(notifiers).marker(epoch, seq, Instant::now()) {
-                tracing::warn!(epoch, seq, "change notifier skipped a batch; publishing resync");
+                tracing::warn!(
+                    epoch,
+                    seq,
+                    "change notifier skipped a batch; publishing resync"
+                );
                 hub.publish(Change::Resync);
             }
         }
@@ -327,9 +333,15 @@ mod tests {
         n.marker(1, 0, t0);
         n.marker(2, 0, t0);
         n.goodbye(2);
-        assert!(!n.check(t0 + SILENCE), "not yet silent for longer than SILENCE");
+        assert!(
+            !n.check(t0 + SILENCE),
+            "not yet silent for longer than SILENCE"
+        );
         n.marker(1, 1, t0 + SILENCE);
-        assert!(!n.check(t0 + SILENCE * 2), "heartbeat kept it alive; 2 said goodbye");
+        assert!(
+            !n.check(t0 + SILENCE * 2),
+            "heartbeat kept it alive; 2 said goodbye"
+        );
         assert!(n.check(t0 + SILENCE * 2 + HEARTBEAT), "1 fell silent");
         assert!(!n.check(t0 + SILENCE * 3), "reported once, then forgotten");
     }

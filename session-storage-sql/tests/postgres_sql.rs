@@ -717,7 +717,12 @@ fn after_commit_gaps_and_silent_notifiers_are_resyncs() {
             "resync although the only notifier is alive and idle"
         );
         // A writer that is heard of and then skips a batch.
-        notify(&admin, &channel, &["b:00000000000000aa:0", "b:00000000000000aa:2"]).await;
+        notify(
+            &admin,
+            &channel,
+            &["b:00000000000000aa:0", "b:00000000000000aa:2"],
+        )
+        .await;
         assert!(
             resync_within(&mut changes, Duration::from_millis(1500)).await,
             "a skipped sequence number is no resync"
@@ -728,7 +733,12 @@ fn after_commit_gaps_and_silent_notifiers_are_resyncs() {
             "a silent notifier is no resync"
         );
         // One that says goodbye is no gap, and writes are still reported.
-        notify(&admin, &channel, &["b:00000000000000bb:0", "e:00000000000000bb"]).await;
+        notify(
+            &admin,
+            &channel,
+            &["b:00000000000000bb:0", "e:00000000000000bb"],
+        )
+        .await;
         let id = SessionId::generate();
         writer
             .create(&id, &Metadata::new(), Ttl::Default)
