@@ -22,7 +22,9 @@
 //!   the allocator reuses makes it a lower bound, so read the 1M figure);
 //! - Redis (`RedisStore`, a unique key prefix) against a raw `GET`;
 //! - Postgres (`PostgresStore`, a unique schema) against a raw point
-//!   `SELECT version, metadata` on the store's own table and pool.
+//!   `SELECT version, metadata` on the store's own table and pool (and, for
+//!   the writes, a raw conditional `UPDATE` row to read them against: the
+//!   writes wait for WAL flushes, whose time drifts).
 //!
 //! A plain map itself slows from 1k to 1M (caches), so flatness is judged
 //! on the ratio to the baseline: `ratio at 1M / ratio at 1k` (target
@@ -621,11 +623,16 @@ fn postgres(rt: &Runtime) {
         let sample = RwLock::new(Sample::new(salt, size, &mut rng, &known));
         let fresh = RwLock::new(Vec::new());
         let select = format!("SELECT version, metadata FROM {table} WHERE id = $1");
+        // A raw conditional write (leaves the version alone, so the store's
+        // compare-and-set still finds the version it expects).
+        let update = format!(
+            "UPDATE {table} SET metadata = $2 WHERE id = $1 AND version > 0 RETURNING version"
+        );
         let results = rt.block_on(async {
             let mut ops = store_ops(&store, &sample, &fresh, &md);
             // On the store's own pool (same connections, no
             // `test_before_acquire`): only the statement differs.
-            let (raw, sample, select) = (store.pool(), &sample, &select);
+            let (raw, sample, select, md) = (store.pool(), &sample, &select, &md);
             ops.insert(
                 0,
                 (
@@ -638,6 +645,28 @@ fn postgres(rt: &Runtime) {
                             };
                             let row = sqlx::query(AssertSqlSafe(select.clone()))
                                 .bind(id.as_str())
+                                .fetch_optional(raw)
+                                .await
+                                .unwrap();
+                            assert!(row.is_some());
+                        })
+                    }),
+                ),
+            );
+            let update = &update;
+            ops.insert(
+                1,
+                (
+                    "raw UPDATE",
+                    Box::new(move |i| {
+                        Box::pin(async move {
+                            let id = {
+                                let s = sample.read().unwrap();
+                                s.ids[i % s.ids.len()].clone()
+                            };
+                            let row = sqlx::query(AssertSqlSafe(update.clone()))
+                                .bind(id.as_str())
+                                .bind(md.json())
                                 .fetch_optional(raw)
                                 .await
                                 .unwrap();
