@@ -176,6 +176,29 @@ fn report(backend: &str, baseline: &str, rows: &[Row], extra: &[(usize, String)]
         let flag = if growth <= 1.3 { "flat" } else { "NOT FLAT" };
         println!(" {growth:.2} {flag} |");
     }
+    // The same as cost above the baseline: what the op adds to a lookup of
+    // the same population (flat when it does not grow with the size).
+    print!("\n| op, cost above {baseline} |");
+    for r in rows {
+        print!(" {} |", r.size);
+    }
+    println!();
+    print!("|---|");
+    for _ in rows {
+        print!("---|");
+    }
+    println!();
+    for (name, _) in rows[0].results.iter().filter(|(n, _)| *n != baseline) {
+        print!("| {name} |");
+        for r in rows {
+            let d = r.results.iter().find(|(n, _)| n == name).unwrap().1;
+            print!(
+                " {:+.2} µs |",
+                (d.as_secs_f64() - base(r).as_secs_f64()) * 1e6
+            );
+        }
+        println!();
+    }
     for (size, line) in extra {
         println!("\n{size} sessions: {line}");
     }
