@@ -108,20 +108,43 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 type Op<'a> = Box<dyn FnMut(usize) -> Pin<Box<dyn Future<Output = ()> + 'a>> + 'a>;
 
+/// Operations that write (on a server: wait for a WAL flush or an AOF
+/// write).
+const WRITES: &[&str] = &["raw UPDATE", "update", "touch", "create", "delete"];
+
+/// [`measure_group`] on the reads, then on the writes: a write's flush
+/// work (Postgres' WAL writer, checkpoints) would otherwise slow whichever
+/// read follows it in the round. Results in `ops`' order.
+async fn measure(ops: &mut [(&'static str, Op<'_>)]) -> Vec<Duration> {
+    let mut times = vec![Duration::ZERO; ops.len()];
+    for writes in [false, true] {
+        let mut group: Vec<(usize, &mut (&'static str, Op<'_>))> = ops
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, (name, _))| WRITES.contains(name) == writes)
+            .collect();
+        let got = measure_group(&mut group).await;
+        for ((k, _), t) in group.iter().zip(got) {
+            times[*k] = t;
+        }
+    }
+    times
+}
+
 /// Runs every op `PER_ROUND` times per round for `ROUNDS` rounds, ops
 /// interleaved so drift hits all alike. Returns each op's median
 /// per-operation time.
-async fn measure(ops: &mut [(&'static str, Op<'_>)]) -> Vec<Duration> {
+async fn measure_group(ops: &mut [(usize, &mut (&'static str, Op<'_>))]) -> Vec<Duration> {
     let mut means = vec![Vec::new(); ops.len()];
     let mut step = 0;
-    for (_, op) in ops.iter_mut() {
+    for (_, (_, op)) in ops.iter_mut() {
         for _ in 0..PER_ROUND / 4 {
             op(step).await; // warm-up
             step += 1;
         }
     }
     for _ in 0..ROUNDS {
-        for (k, (_, op)) in ops.iter_mut().enumerate() {
+        for (k, (_, (_, op))) in ops.iter_mut().enumerate() {
             let start = Instant::now();
             for _ in 0..PER_ROUND {
                 op(step).await;
