@@ -10,6 +10,11 @@ use std::time::Duration;
 /// | [`BoundedStaleness(d)`](Self::BoundedStaleness) | a probe at most once per `d` | at most `d` later |
 /// | [`Push`](Self::Push) | nothing | when the change event arrives; never later than the resync interval; probes while the stream is down |
 ///
+/// With Postgres' default after-commit notification, an event the writer
+/// never sent (it died between commit and batch) reaches every listener as
+/// a gap within 3.5 s, and so as a resync: the `Push` bound is then 3.5 s,
+/// not the resync interval.
+///
 /// Under every policy no write (update, notify, activate) succeeds on a
 /// terminated session and storage never holds it again: that is enforced by
 /// storage compare-and-set, not by the cache.

@@ -77,15 +77,18 @@ pub enum NotifyMode {
     /// until its commit record is flushed, so notifying writes commit one
     /// at a time (no group commit) and write throughput is capped at about
     /// one commit per WAL flush (see the README's benchmark).
-    #[default]
     InStatement,
-    /// The event is queued once the write has committed and a background
-    /// task sends the queue in batches (one `pg_notify` statement per
-    /// batch, no extra round trip on the write path). A notify-only
-    /// transaction writes no WAL of its own, so it commits without waiting
-    /// for a flush, and writes keep group commit. Events still queued when
-    /// the process dies are lost: subscribers then rely on version probes
-    /// or their periodic resync, as after any missed event.
+    /// The default. The event is queued once the write has committed and a
+    /// background task sends the queue in batches on its own connection
+    /// (one `pg_notify` statement per batch, no extra round trip on the
+    /// write path). A notify-only transaction writes no WAL of its own, so
+    /// it commits without waiting for a flush, and writes keep group
+    /// commit. An event can be lost (the queue overflows, a batch cannot be
+    /// sent, the process dies between a commit and its batch), but never
+    /// silently: every batch carries a sequence number and an idle sender
+    /// sends a heartbeat every second, so listeners see a skipped number or
+    /// a sender silent for 3 s and publish [`session_core::Change::Resync`].
+    #[default]
     AfterCommit,
     /// No notifications (no node uses the change stream).
     Off,
@@ -158,7 +161,7 @@ impl PostgresConfig {
             store: StoreConfig::default(),
             slide_fraction: DEFAULT_SLIDE_FRACTION,
             pool: PoolConfig::default(),
-            notify: NotifyMode::InStatement,
+            notify: NotifyMode::AfterCommit,
             listen: true,
             migrate: true,
             change_capacity: 1024,
@@ -204,7 +207,7 @@ impl PostgresConfig {
         self
     }
 
-    /// How writes issue `pg_notify` (default [`NotifyMode::InStatement`]).
+    /// How writes issue `pg_notify` (default [`NotifyMode::AfterCommit`]).
     #[must_use]
     pub fn notify(mut self, mode: NotifyMode) -> Self {
         self.notify = mode;

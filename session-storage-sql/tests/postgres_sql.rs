@@ -665,3 +665,105 @@ fn refused_connection_fails_fast() {
         }
     });
 }
+
+/// The next `Resync` within `within`, skipping other changes; whether one came.
+async fn resync_within(changes: &mut session_core::ChangeStream, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        loop {
+            match changes.recv().await {
+                Some(Change::Resync) => return,
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+async fn notify(admin: &PgPool, channel: &str, payloads: &[&str]) {
+    let payloads: Vec<String> = payloads.iter().map(|p| (*p).to_owned()).collect();
+    sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS u(p)")
+        .bind(channel)
+        .bind(payloads)
+        .execute(admin)
+        .await
+        .unwrap();
+}
+
+/// The after-commit notifier's gaps reach subscribers as resyncs: a batch
+/// marker that skips a number, a notifier silent for longer than 3 s
+/// without a goodbye (its process died, perhaps between a commit and its
+/// batch); a live idle notifier (heartbeats) and one that said goodbye are
+/// no gap.
+#[test]
+fn after_commit_gaps_and_silent_notifiers_are_resyncs() {
+    with_schema(|url, schema, admin| async move {
+        let watcher = connect(&url, &schema, StoreConfig::default()).await;
+        let channel = watcher.channel().to_owned();
+        let mut changes = watcher.changes().unwrap();
+        let writer =
+            PostgresStore::connect(pg::config(&url, &schema, StoreConfig::default()).listen(false))
+                .await
+                .unwrap();
+        // The resync that follows every connect by the silence limit.
+        assert!(
+            resync_within(&mut changes, Duration::from_secs(8)).await,
+            "no resync after the connect-time silence limit"
+        );
+        // An idle but live notifier heartbeats: no resync.
+        assert!(
+            !resync_within(&mut changes, Duration::from_secs(7)).await,
+            "resync although the only notifier is alive and idle"
+        );
+        // A writer that is heard of and then skips a batch.
+        notify(
+            &admin,
+            &channel,
+            &["b:00000000000000aa:0", "b:00000000000000aa:2"],
+        )
+        .await;
+        assert!(
+            resync_within(&mut changes, Duration::from_millis(1500)).await,
+            "a skipped sequence number is no resync"
+        );
+        // ... and then falls silent without a goodbye.
+        assert!(
+            resync_within(&mut changes, Duration::from_secs(6)).await,
+            "a silent notifier is no resync"
+        );
+        // One that says goodbye is no gap, and writes are still reported.
+        notify(
+            &admin,
+            &channel,
+            &["b:00000000000000bb:0", "e:00000000000000bb"],
+        )
+        .await;
+        let id = SessionId::generate();
+        writer
+            .create(&id, &Metadata::new(), Ttl::Default)
+            .await
+            .unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match changes.recv().await {
+                    Some(Change::Written { id: got, .. }) if got == id => return,
+                    Some(Change::Resync) => panic!("resync before the write"),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(seen.is_ok(), "the write was not reported");
+        assert!(
+            !resync_within(&mut changes, Duration::from_secs(6)).await,
+            "a notifier that said goodbye counted as a gap"
+        );
+        // The writer's own goodbye: dropping it is no gap either.
+        drop(writer);
+        assert!(
+            !resync_within(&mut changes, Duration::from_secs(6)).await,
+            "a dropped store's notifier counted as a gap"
+        );
+    });
+}

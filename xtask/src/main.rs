@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|gateway|peers] [--report] | bench-report"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|scale|gateway|peers] [--report] | bench-report"
             );
             return ExitCode::from(2);
         }
@@ -472,6 +472,7 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ("redis", "session-storage-redis", "redis", ""),
     ("postgres", "session-storage-sql", "postgres", ""),
     ("manager", "session-manager", "manager", "redis,postgres"),
+    ("scale", "session-manager", "scale", "redis,postgres"),
     ("gateway", "session-gateway", "gateway", "redis"),
 ];
 

@@ -33,23 +33,27 @@ const AMBIGUOUS_RETRIES: usize = 8;
 ///
 /// One row per session in a configurable, validated `schema.table`
 /// (see the README for the layout). Every operation is one statement and
-/// one round trip (a load that slides, and `touch`: two), on the server's
-/// clock:
+/// one round trip (a load that slides, `touch`, and an update that does
+/// not apply: two), on the server's clock:
 ///
 /// - `create` inserts, replacing only an expired row (`ON CONFLICT ... DO
 ///   UPDATE ... WHERE expires_at <= now()`), never a live one;
-/// - `update` is a compare-and-set (`WHERE id AND version AND live`) whose
-///   statement also reads the live version from the same snapshot, so it
-///   tells a conflict from a missing record without a second query;
+/// - `update` is a compare-and-set (`WHERE id AND version AND live`),
+///   one plain `UPDATE ... RETURNING` when it applies; when it does not, a
+///   second statement reads the live version from one snapshot and tells a
+///   conflict from a missing record (or deletes a row past its capped
+///   deadline);
 /// - `load` is a point select that also says whether the slide throttle's
 ///   window has passed; only then (once per window per session) does it
 ///   send the conditional slide `UPDATE`, so hot sessions neither churn WAL
 ///   nor pay for a write on every read; a corrupt row is reported before
 ///   anything is written; `version` is a point select that never writes;
-/// - writes `pg_notify` the change in the same statement, so the
-///   notification is sent if and only if the write commits (or, with
-///   [`NotifyMode::AfterCommit`], queue it for a batched send right after
-///   the commit).
+/// - committed writes queue their change for a batched `pg_notify` right
+///   after the commit ([`NotifyMode::AfterCommit`], the default: writes
+///   keep group commit, and a lost event shows as a gap that listeners
+///   turn into a resync), or notify in the writing statement
+///   ([`NotifyMode::InStatement`]: sent if and only if the write commits,
+///   at the price of serialised commits).
 ///
 /// Clones share the pool, the listener and the change stream. Scans are
 /// ordered by id with a keyset cursor and never repeat an id.
@@ -151,8 +155,18 @@ impl PostgresStore {
         };
         let in_statement = cfg.notify == NotifyMode::InStatement;
         let sql = Statements::new(&schema, &table, in_statement.then_some(channel.as_str()));
-        let notifier = (cfg.notify == NotifyMode::AfterCommit)
-            .then(|| Notifier::spawn(&options, &schema, &table, channel.clone()));
+        let notifier = if cfg.notify == NotifyMode::AfterCommit {
+            // Its first marker is sent before any write of this store, so
+            // listeners know it before it could fall silent (see
+            // `notifier`).
+            Some(
+                Notifier::start(&options, &schema, &table, channel.clone())
+                    .await
+                    .map_err(err)?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -338,6 +352,26 @@ impl SessionStore for PostgresStore {
     ) -> Result<Update> {
         let inner = &*self.inner;
         let expected_raw = version_param(expected);
+        // The common case first: the write applies. Only when it matches
+        // nothing does the full statement below find out why (missing,
+        // conflict, version ceiling, capped deadline).
+        let applied: Option<i64> = sqlx::query(inner.sql.update_applied.clone())
+            .bind(id.as_str())
+            .bind(expected_raw)
+            .bind(metadata.json())
+            .bind(inner.ttl_ms)
+            .bind(inner.max_ms)
+            .fetch_optional(&inner.pool)
+            .await
+            .map_err(|e| inner.err(e))?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(|e| inner.err(e))?;
+        if let Some(v) = applied {
+            let v = version(id.as_str(), v)?;
+            inner.notify_after(|| format!("w:{v}:{id}"));
+            return Ok(Update::Applied(v));
+        }
         for _ in 0..AMBIGUOUS_RETRIES {
             let row = sqlx::query(inner.sql.update.clone())
                 .bind(id.as_str())

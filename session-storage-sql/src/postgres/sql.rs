@@ -32,6 +32,11 @@ pub(crate) struct Statements {
     /// → `applied`, `current` (both nullable), `expired` (the row was at
     /// the expected version but past its capped deadline: deleted).
     pub(crate) update: SqlStr,
+    /// `update`'s fast path, same parameters → `version` if applied, no
+    /// row otherwise (then `update` tells why). A single `UPDATE`: no
+    /// snapshot read of the current version and no expiry `DELETE` beside
+    /// it, so the common case costs what a raw conditional `UPDATE` does.
+    pub(crate) update_applied: SqlStr,
     /// `$1` id, `$2` max ms → `slid`, `expired` (as `slide`, no throttle).
     pub(crate) touch: SqlStr,
     /// `$1` id → a row with `live` if a row was removed.
@@ -60,6 +65,9 @@ impl Statements {
             .unwrap_or_default();
         let notify_update = channel
             .map(|c| format!(", (SELECT pg_notify('{c}', 'w:' || version || ':' || $1::text) FROM upd)::text AS n"))
+            .unwrap_or_default();
+        let notify_applied = channel
+            .map(|c| format!(", pg_notify('{c}', 'w:' || version || ':' || $1::text)::text AS n"))
             .unwrap_or_default();
         let notify_delete = channel
             .map(|c| {
@@ -128,6 +136,17 @@ impl Statements {
                 ttl = ms!(4),
                 dl = deadline(ms!(4), ms!(5)),
                 past = past(ms!(5)),
+                not_past = not_past(ms!(5)),
+                max_version = session_core::Version::MAX.get(),
+            )),
+            // Exactly `update`'s write: same WHERE, same SET.
+            update_applied: sql(format!(
+                "UPDATE {t} SET version = version + 1, metadata = $3, ttl = {ttl}, expires_at = {dl} \
+                 WHERE id = $1 AND version = $2 AND version < {max_version} \
+                   AND expires_at > now() AND {not_past} \
+                 RETURNING version{notify_applied}",
+                ttl = ms!(4),
+                dl = deadline(ms!(4), ms!(5)),
                 not_past = not_past(ms!(5)),
                 max_version = session_core::Version::MAX.get(),
             )),
