@@ -122,6 +122,18 @@ impl StoreSessions {
         let _ = self.local.close_session(&RmcpId::from(id)).await;
     }
 
+    /// Closes this node's rmcp worker for `id` if our manager no longer
+    /// caches the session (called when the manager closed a live session:
+    /// idle or capacity eviction, shutdown). Without this rmcp's worker
+    /// outlived the eviction until its own keep-alive (5 minutes idle).
+    /// Storage and the backend sessions are untouched: the next request
+    /// restores the session like on any other node.
+    pub async fn close_if_uncached(&self, id: &SessionId) {
+        if self.mgr.cached(id).is_none() {
+            self.close_local(id.as_str()).await;
+        }
+    }
+
     /// rmcp workers on this node.
     pub async fn local_len(&self) -> usize {
         self.local.sessions.read().await.len()
