@@ -1,8 +1,9 @@
-//! The two-node scenario on real stores (features `redis`, `postgres`):
-//! servers from `SESSION_TEST_REDIS_URL` / `SESSION_TEST_POSTGRES_URL`
-//! (`cargo xtask test` sets them); unset, the tests fail and say how to
-//! provide one. Each test uses its own key prefix / schema and removes it.
-#![cfg(any(feature = "redis", feature = "postgres"))]
+//! The two-node scenario on real stores (features `redis`, `postgres`,
+//! `sqlite`): servers from `SESSION_TEST_REDIS_URL` /
+//! `SESSION_TEST_POSTGRES_URL` (`cargo xtask test` sets them); unset, the
+//! tests fail and say how to provide one. Each test uses its own key prefix
+//! / schema / database file and removes it.
+#![cfg(any(feature = "redis", feature = "postgres", feature = "sqlite"))]
 
 mod common;
 
@@ -163,5 +164,27 @@ mod postgres {
             .await
             .expect("drop the test schema");
         }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+
+    /// Both nodes open the store from a `sqlite://` URL the way the binary
+    /// does (`--store sqlite://PATH`), each with its own handle on one file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_heal_and_delete_on_sqlite_from_a_store_url() {
+        let dir = std::env::temp_dir().join(format!("gwtest-{}", unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("sessions.db").display());
+        let open = || async {
+            session_gateway::config::connect_store(&url, None)
+                .await
+                .expect("open the SQLite store")
+        };
+        let (a, b) = (open().await, open().await);
+        scenario(a, b, ValidationPolicy::EveryAccess).await;
+        std::fs::remove_dir_all(&dir).expect("remove the test database");
     }
 }
