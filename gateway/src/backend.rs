@@ -456,7 +456,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             typed(&out),
-            typed(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"id 1007"}]}}"#)
+            typed(
+                r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"id 1007"}]}}"#
+            )
         );
         let out = c
             .unshift_raw(r#"{"error":{"code":-32601,"message":"x"},"id":1000,"jsonrpc":"2.0"}"#)
@@ -484,7 +486,8 @@ mod tests {
             serde_json::from_str(r#"{"jsonrpc":"2.0","id":1005,"result":{}}"#).unwrap();
         c.incoming(&mut msg);
         let raw: ServerJsonRpcMessage = serde_json::from_str(
-            &c.unshift_raw(r#"{"jsonrpc":"2.0","id":1005,"result":{}}"#).unwrap(),
+            &c.unshift_raw(r#"{"jsonrpc":"2.0","id":1005,"result":{}}"#)
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(

@@ -174,7 +174,8 @@ impl Config {
             cfg.allowed_hosts = hosts;
         }
         if let Some(d) = file.idle_timeout {
-            cfg.idle_timeout = Some(parse_duration(&d).map_err(|why| bad("idle_timeout", &d, why))?);
+            cfg.idle_timeout =
+                Some(parse_duration(&d).map_err(|why| bad("idle_timeout", &d, why))?);
         }
         if let Some(d) = file.reap_interval {
             let every = parse_duration(&d).map_err(|why| bad("reap_interval", &d, why))?;

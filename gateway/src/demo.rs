@@ -110,14 +110,16 @@ impl DemoBackend {
         let deletes = Arc::new(AtomicU64::new(0));
         let counted = deletes.clone();
         // Counts `DELETE /mcp` (tests check each backend session gets one).
-        let mcp = Router::new().fallback_service(svc).layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                if req.method() == http::Method::DELETE {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
-                next.run(req)
-            },
-        ));
+        let mcp = Router::new()
+            .fallback_service(svc)
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    if req.method() == http::Method::DELETE {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    next.run(req)
+                },
+            ));
         let app = Router::new()
             .route("/admin/forget", post(forget))
             .route("/admin/sessions", get(count))

@@ -53,7 +53,9 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     match s {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
-        other => Err(format!("invalid log format {other:?}: expected text or json")),
+        other => Err(format!(
+            "invalid log format {other:?}: expected text or json"
+        )),
     }
 }
 

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::handler::GatewayHandler;
-use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit, watch_storage};
 use crate::reaper;
+use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit, watch_storage};
 use crate::session::{GatewayFactory, Manager};
 
 /// Shared state of one node.
@@ -309,8 +309,8 @@ async fn terminate(st: &NodeState, id: &SessionId, caller: &Binding) -> Response
             let f = st.mgr.factory();
             f.reaper().forget(id);
             let pairs = reaper::recorded(&rec.metadata);
-            let r = reaper::delete_once(&**st.mgr.store(), f.http(), f.backends(), id, &pairs)
-                .await;
+            let r =
+                reaper::delete_once(&**st.mgr.store(), f.http(), f.backends(), id, &pairs).await;
             if r.failed > 0 {
                 tracing::warn!(session_id = %id, failed = r.failed, "some backend sessions could not be deleted");
             }

@@ -96,9 +96,7 @@ pub struct BackendMetrics {
 
 impl BackendMetrics {
     fn new(w: &WorkloadId) -> Self {
-        let c = |outcome: &'static str| {
-            metrics::counter!("gateway_backend_calls_total", "backend" => w.to_string(), "outcome" => outcome)
-        };
+        let c = |outcome: &'static str| metrics::counter!("gateway_backend_calls_total", "backend" => w.to_string(), "outcome" => outcome);
         Self {
             ok: c("ok"),
             healed: c("healed"),
@@ -216,8 +214,7 @@ impl SessionFactory for GatewayFactory {
             if let Some(res) = fresh.next() {
                 match res {
                     Ok(conn) => {
-                        self.reaper
-                            .note(&snapshot.id, &spec.name, &conn.session_id);
+                        self.reaper.note(&snapshot.id, &spec.name, &conn.session_id);
                         md = keys::with_backend(&md, &spec.name, &conn.session_id)
                             .map_err(|e| BuildError(e.to_string()))?
                             .with(backend_init_key(&spec.name), conn.init_json.clone())

@@ -54,7 +54,10 @@ async fn an_expired_client_session_deletes_its_backend_sessions_once_across_node
     );
     assert_eq!(c.a.state.mgr.factory().reaper().len(), 1);
     assert_eq!(c.b.state.mgr.factory().reaper().len(), 1);
-    assert_eq!((c.math.open_sessions().await, c.text.open_sessions().await), (1, 1));
+    assert_eq!(
+        (c.math.open_sessions().await, c.text.open_sessions().await),
+        (1, 1)
+    );
     // Several sweeps while the session lives delete nothing.
     tokio::time::sleep(REAP * 4).await;
     assert_eq!((c.math.deletes(), c.text.deletes()), (0, 0));
@@ -105,7 +108,10 @@ async fn a_client_delete_is_not_repeated_by_the_other_nodes_sweeps() {
     assert_eq!(c.b.state.mgr.factory().reaper().len(), 1);
 
     assert_eq!(raw_delete(&c.a.url(), &on_a.session_id).await, 200);
-    assert_eq!((c.math.open_sessions().await, c.text.open_sessions().await), (0, 0));
+    assert_eq!(
+        (c.math.open_sessions().await, c.text.open_sessions().await),
+        (0, 0)
+    );
     // Node B's sweep finds the session gone; A's claims stop it from
     // deleting the same backend sessions again.
     until("node B forgot the session", async || {
@@ -134,9 +140,10 @@ async fn idle_eviction_stops_rmcps_worker_and_deletes_nothing() {
     assert_eq!(c.a.state.sessions.local_len().await, 1);
     assert_eq!(c.a.state.mgr.cached_len(), 1);
 
-    until("the idle session and its rmcp worker are gone", async || {
-        c.a.state.mgr.cached_len() == 0 && c.a.state.sessions.local_len().await == 0
-    })
+    until(
+        "the idle session and its rmcp worker are gone",
+        async || c.a.state.mgr.cached_len() == 0 && c.a.state.sessions.local_len().await == 0,
+    )
     .await;
     // Only node-local: storage keeps the session, the backend its session.
     let sid = SessionId::parse(&on_a.session_id).unwrap();
