@@ -17,7 +17,7 @@ usage:
   session-gateway demo-backend math|text [--listen ADDR]
 
 Store URLs: memory:// (default), redis://HOST:PORT, postgres://USER@HOST/DB, sqlite://PATH.
-Logs: --log-format text|json (any command; or LOG_FORMAT), RUST_LOG (default info,rmcp=warn).";
+Logs: --log-format text|json (any command; or LOG_FORMAT), RUST_LOG (default info,rmcp=warn,session_manager=warn).";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -73,8 +73,11 @@ fn init_logs(args: &mut Vec<String>) -> Result<(), String> {
         format = parse_log_format(v)?;
         args.drain(i..=i + 1);
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+    // session_manager=warn by default: the manager opens an info span per
+    // request (`get_for`), which the fmt layer would format on every call.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,rmcp=warn,session_manager=warn")
+    });
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::handler::GatewayHandler;
 use crate::reaper;
-use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit, watch_storage};
+use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit, validated, watch_storage};
 use crate::session::{GatewayFactory, Manager};
 
 /// Shared state of one node.
@@ -275,7 +275,7 @@ async fn guard(State(st): State<Arc<NodeState>>, mut req: Request, next: Next) -
             }
             Err(e) => return refuse(&st, &id, &e).await,
         }
-        return next.run(req).await;
+        return validated(id, next.run(req)).await;
     }
     // No session id: rmcp creates one (`initialize`) through our manager and
     // answers 500 to any failure; a storage failure is 503 like above.
