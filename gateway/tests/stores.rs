@@ -131,6 +131,48 @@ mod redis {
             purge(&*a).await;
         }
     }
+
+    /// A client session expires in Redis (2 s TTL, nobody uses it): both
+    /// nodes used it, and each backend session gets exactly one `DELETE`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_session_deletes_its_backend_sessions_once_on_redis() {
+        let prefix = format!("gwtest:{}:", unique());
+        let url =
+            session_core::testing::require_url("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379");
+        let ttl = session_core::StoreConfig::new(Duration::from_secs(2)).unwrap();
+        let handle = || async {
+            let cfg = RedisConfig::new(url.clone()).prefix(&prefix).store(ttl);
+            let s: Arc<dyn SessionStore> =
+                Arc::new(RedisStore::connect(cfg).await.expect("connect to Redis"));
+            s
+        };
+        let (a, b) = (handle().await, handle().await);
+        let c = Cluster::start_on2(a.clone(), b, ValidationPolicy::EveryAccess, |cfg| {
+            cfg.reap_interval = Duration::from_millis(100);
+        })
+        .await;
+        let on_a = client(&c.a.url()).await;
+        let on_b = resume(&c.b.url(), &on_a).await;
+        call(&on_b, "math__counter", json!({})).await.unwrap();
+        call(&on_a, "text__echo", json!({"text": "x"}))
+            .await
+            .unwrap();
+        let id = SessionId::parse(&on_a.session_id).unwrap();
+        let t = Instant::now();
+        while c.math.open_sessions().await + c.text.open_sessions().await > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "backend sessions still open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(a.peek(&id).await.unwrap().is_none(), "expired in Redis");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!((c.math.deletes(), c.text.deletes()), (1, 1));
+        drop((on_a, on_b));
+        c.stop().await;
+        purge(&*a).await;
+    }
 }
 
 #[cfg(feature = "postgres")]
