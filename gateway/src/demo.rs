@@ -109,22 +109,20 @@ impl DemoBackend {
         );
         let deletes = Arc::new(AtomicU64::new(0));
         let counted = deletes.clone();
-        // Counts `DELETE /mcp` (tests check each backend session gets one).
-        let mcp = Router::new()
-            .fallback_service(svc)
-            .layer(axum::middleware::from_fn(
-                move |req: axum::extract::Request, next: axum::middleware::Next| {
-                    if req.method() == http::Method::DELETE {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                    }
-                    next.run(req)
-                },
-            ));
+        let for_delete = svc.clone();
+        // Counts `DELETE /mcp` (tests check each backend session gets one)
+        // on the DELETE route only: POSTs reach rmcp with no extra layer.
+        let mcp = axum::routing::delete(move |req: axum::extract::Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let svc = for_delete.clone();
+            async move { svc.handle(req).await }
+        })
+        .fallback_service(svc);
         let app = Router::new()
             .route("/admin/forget", post(forget))
             .route("/admin/sessions", get(count))
             .with_state(sessions.clone())
-            .nest_service("/mcp", mcp);
+            .route("/mcp", mcp);
         let stop = cancel.clone();
         let task = tokio::spawn(async move {
             let listener = listener.tap_io(|tcp| {
