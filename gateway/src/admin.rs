@@ -22,7 +22,8 @@ use session_core::{Metadata, SessionId, SessionStore, Snapshot, WorkloadId, keys
 use session_manager::{BackendExpiry, BuildCause, Built, SessionFactory, SessionManager};
 
 use crate::config::Config;
-use crate::session::{BACKEND_INIT_PREFIX, CLIENT_INIT, delete_backend_sessions};
+use crate::reaper;
+use crate::session::{BACKEND_INIT_PREFIX, CLIENT_INIT};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -164,7 +165,8 @@ async fn list(o: &Opts, store: &Arc<dyn SessionStore>) -> Result<(), BoxError> {
     let mut cursor = None;
     loop {
         let page = store.scan(cursor.as_ref(), 256).await?;
-        for id in &page.ids {
+        // Claims (records of backend-session deletes) are not sessions.
+        for id in page.ids.iter().filter(|id| !reaper::is_claim(id)) {
             if let Some(rec) = store.peek(id).await? {
                 rows.push(describe(
                     id,
@@ -259,8 +261,10 @@ async fn write(
             if deleted && !o.cfg.backends.is_empty() {
                 let http = reqwest::Client::new();
                 if let Some(rec) = rec {
-                    backend_failures =
-                        Some(delete_backend_sessions(&http, &o.cfg.backends, &rec.metadata).await);
+                    let pairs = reaper::recorded(&rec.metadata);
+                    let r =
+                        reaper::delete_once(&**store, &http, &o.cfg.backends, &id, &pairs).await;
+                    backend_failures = Some(r.failed);
                 }
             }
             json!({"terminated": deleted, "id": id.as_str(), "backend_delete_failures": backend_failures,

@@ -9,7 +9,7 @@
 //! sessions are deleted explicitly ([`delete_backend_session`]) when the
 //! client session is terminated.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use rmcp::transport::streamable_http_client::{
     StreamableHttpError, StreamableHttpPostResponse, StreamableHttpResponseLimits,
 };
 use rmcp::{RoleClient, ServiceError, ServiceExt};
+use serde_json::value::RawValue;
 use sse_stream::{Error as SseError, Sse};
 
 type HttpError = StreamableHttpError<reqwest::Error>;
@@ -104,21 +105,44 @@ impl BackendHttp {
     }
 
     fn incoming_sse(&self, mut event: Sse) -> Sse {
-        let Some(data) = event.data.as_deref() else {
-            return event;
-        };
-        if let Ok(mut msg) = serde_json::from_str::<ServerJsonRpcMessage>(data)
-            && matches!(
-                msg,
-                ServerJsonRpcMessage::Response(_) | ServerJsonRpcMessage::Error(_)
-            )
-        {
-            self.incoming(&mut msg);
-            if let Ok(text) = serde_json::to_string(&msg) {
-                event.data = Some(text);
-            }
+        if let Some(text) = event.data.as_deref().and_then(|d| self.unshift_raw(d)) {
+            event.data = Some(text);
         }
         event
+    }
+
+    /// The SSE payload `data` with the id of a JSON-RPC response or error
+    /// mapped back, or `None` to keep it as is (not a response, not one of
+    /// our ids). Only the top-level members are split out (`RawValue`):
+    /// the result itself is copied, not parsed and re-serialised, which is
+    /// what this path cost per backend call before.
+    fn unshift_raw(&self, data: &str) -> Option<String> {
+        let members: BTreeMap<&str, &RawValue> = serde_json::from_str(data).ok()?;
+        if !(members.contains_key("result") || members.contains_key("error")) {
+            return None; // a request or notification from the backend
+        }
+        let id: i64 = members.get("id")?.get().parse().ok()?;
+        if id < self.id_base {
+            return None;
+        }
+        let mut out = String::with_capacity(data.len());
+        out.push('{');
+        for (i, (k, v)) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // A borrowed key had no escapes in the input, so it needs none.
+            out.push('"');
+            out.push_str(k);
+            out.push_str("\":");
+            if *k == "id" {
+                out.push_str(&(id - self.id_base).to_string());
+            } else {
+                out.push_str(v.get());
+            }
+        }
+        out.push('}');
+        Some(out)
     }
 }
 
@@ -411,4 +435,64 @@ pub fn is_transport_dead(e: &ServiceError) -> bool {
         e,
         ServiceError::TransportClosed | ServiceError::TransportSend(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: i64) -> BackendHttp {
+        let mut c = BackendHttp::new(reqwest::Client::new(), None);
+        c.id_base = base;
+        c
+    }
+
+    #[test]
+    fn raw_unshift_maps_response_ids_back_and_leaves_the_rest() {
+        let c = client(1000);
+        let typed = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        let out = c
+            .unshift_raw(r#"{"jsonrpc":"2.0","id":1007,"result":{"content":[{"type":"text","text":"id 1007"}]}}"#)
+            .unwrap();
+        assert_eq!(
+            typed(&out),
+            typed(
+                r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"id 1007"}]}}"#
+            )
+        );
+        let out = c
+            .unshift_raw(r#"{"error":{"code":-32601,"message":"x"},"id":1000,"jsonrpc":"2.0"}"#)
+            .unwrap();
+        assert_eq!(
+            typed(&out),
+            typed(r#"{"jsonrpc":"2.0","id":0,"error":{"code":-32601,"message":"x"}}"#)
+        );
+        // Requests from the backend, ids not ours, string ids, junk: untouched.
+        assert_eq!(
+            c.unshift_raw(r#"{"jsonrpc":"2.0","id":1003,"method":"ping"}"#),
+            None
+        );
+        assert_eq!(
+            c.unshift_raw(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
+            None
+        );
+        assert_eq!(
+            c.unshift_raw(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#),
+            None
+        );
+        assert_eq!(c.unshift_raw("not json"), None);
+        // The typed path agrees with the raw one.
+        let mut msg: ServerJsonRpcMessage =
+            serde_json::from_str(r#"{"jsonrpc":"2.0","id":1005,"result":{}}"#).unwrap();
+        c.incoming(&mut msg);
+        let raw: ServerJsonRpcMessage = serde_json::from_str(
+            &c.unshift_raw(r#"{"jsonrpc":"2.0","id":1005,"result":{}}"#)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&msg).unwrap(),
+            serde_json::to_value(&raw).unwrap()
+        );
+    }
 }

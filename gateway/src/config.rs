@@ -6,6 +6,8 @@
 //! policy = "push"                # push | every-access | bounded:500ms
 //! max_body_bytes = 4194304
 //! forbidden_status = 403         # or 404 to hide that a session id exists
+//! idle_timeout = "300s"          # a node closes a live session unused this long
+//! reap_interval = "30s"          # how often a node looks for expired sessions
 //!
 //! [backends]
 //! math = "http://127.0.0.1:9001/mcp"
@@ -51,6 +53,15 @@ pub struct Config {
     pub forbidden_status: u16,
     /// Hosts accepted in the `Host` header (empty: any; default loopback only).
     pub allowed_hosts: Vec<String>,
+    /// A live session unused this long on a node is closed there, with
+    /// rmcp's worker for it (`None`: the manager's default, 5 minutes).
+    /// Storage and the backend sessions keep it.
+    pub idle_timeout: Option<Duration>,
+    /// How often a node checks that the client sessions whose backend
+    /// sessions it has used still exist in storage (one `version` read per
+    /// session); the backend sessions of vanished (expired) ones are
+    /// deleted, once across nodes.
+    pub reap_interval: Duration,
 }
 
 impl Default for Config {
@@ -65,6 +76,8 @@ impl Default for Config {
             max_body_bytes: 4 * 1024 * 1024,
             forbidden_status: 403,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            idle_timeout: None,
+            reap_interval: Duration::from_secs(30),
         }
     }
 }
@@ -118,6 +131,8 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     forbidden_status: Option<u16>,
     allowed_hosts: Option<Vec<String>>,
+    idle_timeout: Option<String>,
+    reap_interval: Option<String>,
     #[serde(default)]
     backends: BTreeMap<String, String>,
     #[serde(default)]
@@ -157,6 +172,17 @@ impl Config {
         }
         if let Some(hosts) = file.allowed_hosts {
             cfg.allowed_hosts = hosts;
+        }
+        if let Some(d) = file.idle_timeout {
+            cfg.idle_timeout =
+                Some(parse_duration(&d).map_err(|why| bad("idle_timeout", &d, why))?);
+        }
+        if let Some(d) = file.reap_interval {
+            let every = parse_duration(&d).map_err(|why| bad("reap_interval", &d, why))?;
+            if every.is_zero() {
+                return Err(bad("reap_interval", d, "must be positive"));
+            }
+            cfg.reap_interval = every;
         }
         for (name, url) in file.backends {
             cfg.add_backend(&name, &url)?;

@@ -90,6 +90,7 @@ pub struct DemoBackend {
     /// Where it listens.
     pub addr: SocketAddr,
     sessions: Arc<LocalSessionManager>,
+    deletes: Arc<AtomicU64>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -106,11 +107,22 @@ impl DemoBackend {
             sessions.clone(),
             StreamableHttpServerConfig::default().with_cancellation_token(cancel.child_token()),
         );
+        let deletes = Arc::new(AtomicU64::new(0));
+        let counted = deletes.clone();
+        let for_delete = svc.clone();
+        // Counts `DELETE /mcp` (tests check each backend session gets one)
+        // on the DELETE route only: POSTs reach rmcp with no extra layer.
+        let mcp = axum::routing::delete(move |req: axum::extract::Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let svc = for_delete.clone();
+            async move { svc.handle(req).await }
+        })
+        .fallback_service(svc);
         let app = Router::new()
             .route("/admin/forget", post(forget))
             .route("/admin/sessions", get(count))
             .with_state(sessions.clone())
-            .nest_service("/mcp", svc);
+            .route("/mcp", mcp);
         let stop = cancel.clone();
         let task = tokio::spawn(async move {
             let listener = listener.tap_io(|tcp| {
@@ -123,6 +135,7 @@ impl DemoBackend {
         Ok(Self {
             addr,
             sessions,
+            deletes,
             cancel,
             task,
         })
@@ -150,6 +163,11 @@ impl DemoBackend {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// `DELETE` requests received on `/mcp` so far.
+    pub fn deletes(&self) -> u64 {
+        self.deletes.load(Ordering::SeqCst)
     }
 
     /// Forgets every session (the next request for one gets 404). Returns how many.

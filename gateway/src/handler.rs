@@ -102,8 +102,9 @@ impl ServerHandler for GatewayHandler {
         };
         let (backend, tool) = name.split_once(SEP).ok_or_else(unknown)?;
         let slot = live.session().slot(backend).ok_or_else(unknown)?;
-        let mut params = request.clone();
-        params.name = Cow::Owned(tool.to_owned());
+        let tool = tool.to_owned();
+        let mut params = request;
+        params.name = Cow::Owned(tool);
         let res = with_backend(&self.mgr, &live, slot, |peer| {
             let params = params.clone();
             async move { peer.call_tool(params).await }

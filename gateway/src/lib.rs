@@ -4,6 +4,8 @@
 //! - [`node`]: one node (`/mcp`, `/healthz`, `/readyz`, `/metrics`);
 //! - [`rmcp_sessions`]: rmcp's server-side session manager over ours;
 //! - [`session`]: live sessions, backend slots, expiry healing;
+//! - [`reaper`]: deleting backend sessions once when a client session ends
+//!   (terminated or expired);
 //! - [`backend`]: the resumable, never-deleting-on-drop backend client;
 //! - [`demo`]: demo backends, `--demo` and `--demo --tour`;
 //! - [`admin`]: the `sessions` operator commands.
@@ -15,5 +17,6 @@ pub mod demo;
 pub mod handler;
 pub mod metrics;
 pub mod node;
+pub mod reaper;
 pub mod rmcp_sessions;
 pub mod session;

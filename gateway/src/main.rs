@@ -18,17 +18,14 @@ usage:
 
 Store URLs: memory:// (default), redis://HOST:PORT, postgres://USER@HOST/DB, sqlite:PATH?mode=rwc,
 with store options in the query (e.g. redis://HOST:PORT/0?prefix=gw:&ttl=30m; see session-manager's ConnectOptions).
-Logs: RUST_LOG (default info,rmcp=warn).";
+Logs: --log-format text|json (any command; or LOG_FORMAT), RUST_LOG (default info,rmcp=warn,session_manager=warn).";
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = init_logs(&mut args) {
+        eprintln!("session-gateway: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,6 +41,54 @@ fn main() -> ExitCode {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!(
+            "invalid log format {other:?}: expected text or json"
+        )),
+    }
+}
+
+/// Installs the log subscriber: `--log-format text|json` (taken out of
+/// `args`, any position) or else `LOG_FORMAT`; filter from `RUST_LOG`.
+fn init_logs(args: &mut Vec<String>) -> Result<(), String> {
+    let mut format = match std::env::var("LOG_FORMAT") {
+        Ok(v) if !v.is_empty() => parse_log_format(&v).map_err(|e| format!("LOG_FORMAT: {e}"))?,
+        _ => LogFormat::Text,
+    };
+    if let Some(i) = args.iter().position(|a| a == "--log-format") {
+        let v = args
+            .get(i + 1)
+            .ok_or("--log-format needs a value (text or json)")?;
+        format = parse_log_format(v)?;
+        args.drain(i..=i + 1);
+    }
+    // session_manager=warn by default: the manager opens an info span per
+    // request (`get_for`), which the fmt layer would format on every call.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,rmcp=warn,session_manager=warn")
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    Ok(())
+}
 
 async fn run(args: Vec<String>) -> Result<(), BoxError> {
     match args.first().map(String::as_str) {

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::handler::GatewayHandler;
-use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit, watch_storage};
-use crate::session::{GatewayFactory, Manager, delete_backend_sessions};
+use crate::reaper;
+use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit, validated, watch_storage};
+use crate::session::{GatewayFactory, Manager};
 
 /// Shared state of one node.
 pub struct NodeState {
@@ -77,6 +78,9 @@ pub fn manager(cfg: &Config, store: Arc<dyn SessionStore>) -> Manager {
     if let Some(p) = cfg.policy {
         b = b.policy(p);
     }
+    if let Some(idle) = cfg.idle_timeout {
+        b = b.idle_timeout(idle);
+    }
     b.build()
 }
 
@@ -90,6 +94,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let mgr = manager(&cfg, store);
     let sessions = Arc::new(StoreSessions::new(mgr.clone(), SessionConfig::default()));
+    mgr.factory().attach_workers(&sessions);
     let state = Arc::new(NodeState {
         mgr,
         cfg,
@@ -97,6 +102,7 @@ pub async fn start(
         metrics,
     });
     let cancel = CancellationToken::new();
+    spawn_reaper(&state, cancel.child_token());
     let app = router(state.clone(), cancel.child_token());
     let stop = cancel.clone();
     let task = tokio::spawn(async move {
@@ -119,6 +125,28 @@ pub async fn start(
         cancel,
         task,
     })
+}
+
+/// Deletes the backend sessions of client sessions that vanished from
+/// storage (expired, or terminated elsewhere) once across nodes, and drops
+/// this node's rmcp worker and cached live session for them.
+fn spawn_reaper(state: &Arc<NodeState>, stop: CancellationToken) {
+    let f = state.mgr.factory();
+    let st = state.clone();
+    tokio::spawn(reaper::run(
+        f.reaper().clone(),
+        state.mgr.store().clone(),
+        f.http().clone(),
+        f.backends().to_vec(),
+        state.cfg.reap_interval,
+        stop,
+        async move |gone: Vec<SessionId>| {
+            for id in gone {
+                st.sessions.close_local(id.as_str()).await;
+                st.mgr.evict_local(&id);
+            }
+        },
+    ));
 }
 
 /// The node's HTTP routes.
@@ -247,7 +275,7 @@ async fn guard(State(st): State<Arc<NodeState>>, mut req: Request, next: Next) -
             }
             Err(e) => return refuse(&st, &id, &e).await,
         }
-        return next.run(req).await;
+        return validated(id, next.run(req)).await;
     }
     // No session id: rmcp creates one (`initialize`) through our manager and
     // answers 500 to any failure; a storage failure is 503 like above.
@@ -279,9 +307,12 @@ async fn terminate(st: &NodeState, id: &SessionId, caller: &Binding) -> Response
         Ok(true) => {
             st.sessions.close_local(id.as_str()).await;
             let f = st.mgr.factory();
-            let failed = delete_backend_sessions(f.http(), f.backends(), &rec.metadata).await;
-            if failed > 0 {
-                tracing::warn!(session_id = %id, failed, "some backend sessions could not be deleted");
+            f.reaper().forget(id);
+            let pairs = reaper::recorded(&rec.metadata);
+            let r =
+                reaper::delete_once(&**st.mgr.store(), f.http(), f.backends(), id, &pairs).await;
+            if r.failed > 0 {
+                tracing::warn!(session_id = %id, failed = r.failed, "some backend sessions could not be deleted");
             }
             plain(StatusCode::OK, "")
         }

@@ -44,6 +44,21 @@ tokio::task_local! {
     static STORAGE_FAILED: Cell<bool>;
 }
 
+tokio::task_local! {
+    /// The session the request middleware has just validated (`get_for`)
+    /// for the request rmcp is handling in this task.
+    static VALIDATED: SessionId;
+}
+
+/// Runs `f` (rmcp handling a request for session `id`) with `id` marked as
+/// validated by the middleware, so [`StoreSessions::has_session`] does not
+/// ask our manager a second time for the same request (with the
+/// every-access policy that second ask was a second storage round trip on
+/// every call).
+pub async fn validated<F: Future>(id: SessionId, f: F) -> F::Output {
+    VALIDATED.scope(id, f).await
+}
+
 /// Runs `f` (rmcp handling a request without a session id: `initialize`)
 /// and reports whether [`StoreSessions`] failed on storage meanwhile.
 /// rmcp answers any `create_session`/`initialize_session` error with 500;
@@ -122,6 +137,18 @@ impl StoreSessions {
         let _ = self.local.close_session(&RmcpId::from(id)).await;
     }
 
+    /// Closes this node's rmcp worker for `id` if our manager no longer
+    /// caches the session (called when the manager closed a live session:
+    /// idle or capacity eviction, shutdown). Without this rmcp's worker
+    /// outlived the eviction until its own keep-alive (5 minutes idle).
+    /// Storage and the backend sessions are untouched: the next request
+    /// restores the session like on any other node.
+    pub async fn close_if_uncached(&self, id: &SessionId) {
+        if self.mgr.cached(id).is_none() {
+            self.close_local(id.as_str()).await;
+        }
+    }
+
     /// rmcp workers on this node.
     pub async fn local_len(&self) -> usize {
         self.local.sessions.read().await.len()
@@ -198,6 +225,12 @@ impl SessionManager for StoreSessions {
     async fn has_session(&self, id: &RmcpId) -> Result<bool, Self::Error> {
         if self.restoring().contains(id) || !self.local.has_session(id).await? {
             return Ok(false);
+        }
+        if VALIDATED
+            .try_with(|v| v.as_str() == id.as_ref())
+            .unwrap_or(false)
+        {
+            return Ok(true); // the middleware's `get_for` just found it
         }
         let Ok(sid) = SessionId::parse(id) else {
             return Ok(false);

@@ -9,7 +9,7 @@
 //! the others through the manager, with no rebuild and no eviction storm.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -19,6 +19,8 @@ use session_manager::{BuildCause, Built, Live, SessionFactory, SessionManager};
 
 use crate::backend::{self, Conn, ConnectError};
 use crate::config::BackendSpec;
+use crate::reaper::{self, Reaper};
+use crate::rmcp_sessions::StoreSessions;
 
 /// Metadata key holding the client's `initialize` parameters (JSON), used
 /// to replay the handshake when another node restores the session.
@@ -39,10 +41,16 @@ pub type Manager = SessionManager<GatewayFactory>;
 /// The node-local part of a client session: one slot per backend.
 #[derive(Debug)]
 pub struct GatewaySession {
+    id: SessionId,
     slots: BTreeMap<WorkloadId, Arc<Slot>>,
 }
 
 impl GatewaySession {
+    /// The client session it serves.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
     /// The slot of backend `name`.
     pub fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
         self.slots
@@ -69,7 +77,33 @@ struct Held {
 pub struct Slot {
     /// The backend.
     pub spec: BackendSpec,
+    /// The metadata key naming this backend's session (computed once: the
+    /// hit path reads it on every call).
+    session_key: String,
     held: tokio::sync::Mutex<Option<Held>>,
+    metrics: Arc<BackendMetrics>,
+}
+
+/// One backend's call metrics, registered once per node (not per call:
+/// label strings and a registry lookup per call cost on the hit path).
+#[derive(Debug)]
+pub struct BackendMetrics {
+    ok: metrics::Counter,
+    healed: metrics::Counter,
+    error: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+impl BackendMetrics {
+    fn new(w: &WorkloadId) -> Self {
+        let c = |outcome: &'static str| metrics::counter!("gateway_backend_calls_total", "backend" => w.to_string(), "outcome" => outcome);
+        Self {
+            ok: c("ok"),
+            healed: c("healed"),
+            error: c("error"),
+            seconds: metrics::histogram!("gateway_backend_call_seconds", "backend" => w.to_string()),
+        }
+    }
 }
 
 /// Why a backend could not serve a request.
@@ -99,13 +133,41 @@ pub enum BackendFailure {
 /// Builds live sessions: connects every backend on create, resumes lazily on restore.
 pub struct GatewayFactory {
     backends: Vec<BackendSpec>,
+    /// Per backend, in the order of `backends`.
+    metrics: Vec<Arc<BackendMetrics>>,
     http: reqwest::Client,
+    reaper: Arc<Reaper>,
+    /// rmcp's node-local workers, to stop a session's worker when the
+    /// manager closes its live session (set once the node is built: the
+    /// workers' manager holds this factory, hence `Weak`).
+    workers: OnceLock<Weak<StoreSessions>>,
 }
 
 impl GatewayFactory {
     /// A factory over `backends`, sharing `http`.
     pub fn new(backends: Vec<BackendSpec>, http: reqwest::Client) -> Self {
-        Self { backends, http }
+        Self {
+            metrics: backends
+                .iter()
+                .map(|b| Arc::new(BackendMetrics::new(&b.name)))
+                .collect(),
+            backends,
+            http,
+            reaper: Arc::default(),
+            workers: OnceLock::new(),
+        }
+    }
+
+    /// What this node remembers of backend sessions (for deleting them
+    /// once their client session is gone).
+    pub fn reaper(&self) -> &Arc<Reaper> {
+        &self.reaper
+    }
+
+    /// Lets [`close`](SessionFactory::close) stop rmcp's worker of a
+    /// session the manager closed (idle or capacity eviction, shutdown).
+    pub fn attach_workers(&self, workers: &Arc<StoreSessions>) {
+        let _ = self.workers.set(Arc::downgrade(workers));
     }
 
     /// The configured backends.
@@ -147,11 +209,12 @@ impl SessionFactory for GatewayFactory {
             Vec::new()
         };
         let mut fresh = fresh.into_iter();
-        for spec in &self.backends {
+        for (spec, metrics) in self.backends.iter().zip(&self.metrics) {
             let mut held = None;
             if let Some(res) = fresh.next() {
                 match res {
                     Ok(conn) => {
+                        self.reaper.note(&snapshot.id, &spec.name, &conn.session_id);
                         md = keys::with_backend(&md, &spec.name, &conn.session_id)
                             .map_err(|e| BuildError(e.to_string()))?
                             .with(backend_init_key(&spec.name), conn.init_json.clone())
@@ -167,21 +230,38 @@ impl SessionFactory for GatewayFactory {
                             .map_err(|e| BuildError(e.to_string()))?;
                     }
                 }
+            } else if let Some(sid) = keys::backend_session(&md, &spec.name) {
+                // Restored here: this node now shares the session's backend
+                // sessions (and must help delete them once it is gone).
+                self.reaper.note(&snapshot.id, &spec.name, sid);
             }
             slots.insert(
                 spec.name.clone(),
                 Arc::new(Slot {
                     spec: spec.clone(),
+                    session_key: keys::backend_session_key(&spec.name),
                     held: tokio::sync::Mutex::new(held),
+                    metrics: metrics.clone(),
                 }),
             );
         }
-        Ok(Built::new(Arc::new(GatewaySession { slots }), md))
+        Ok(Built::new(
+            Arc::new(GatewaySession {
+                id: snapshot.id.clone(),
+                slots,
+            }),
+            md,
+        ))
     }
 
-    async fn close(&self, _session: Arc<GatewaySession>) {
+    async fn close(&self, session: Arc<GatewaySession>) {
         // Dropping the clients closes them; `BackendHttp` never deletes a
-        // backend session on drop (other nodes may still use it).
+        // backend session on drop (other nodes may still use it). rmcp's
+        // worker for the session on this node stops too, unless the
+        // session is cached again (a replacement, a restore that raced).
+        if let Some(workers) = self.workers.get().and_then(Weak::upgrade) {
+            workers.close_if_uncached(&session.id).await;
+        }
     }
 
     fn matches(&self, live: &Snapshot, stored: &Snapshot) -> bool {
@@ -198,13 +278,17 @@ fn stored_backend(md: &Metadata, w: &WorkloadId) -> (Option<String>, Option<Stri
     )
 }
 
-/// Deletes a backend session in the background (best effort, idempotent).
-fn delete_later(http: &reqwest::Client, url: &str, sid: &str) {
-    let (http, url, sid) = (http.clone(), url.to_owned(), sid.to_owned());
+/// Deletes a backend session of session `id` that nobody uses any more,
+/// in the background, once across nodes (claimed like every delete).
+fn delete_later(mgr: &Manager, id: &SessionId, spec: &BackendSpec, sid: &str) {
+    let (store, http) = (mgr.store().clone(), mgr.factory().http().clone());
+    let (id, spec, pairs) = (
+        id.clone(),
+        spec.clone(),
+        [(spec.name.clone(), sid.to_owned())],
+    );
     tokio::spawn(async move {
-        if let Err(e) = backend::delete_backend_session(&http, &url, &sid).await {
-            tracing::debug!(error = %e, "deleting a replaced backend session failed");
-        }
+        reaper::delete_once(&*store, &http, std::slice::from_ref(&spec), &id, &pairs).await;
     });
 }
 
@@ -218,13 +302,14 @@ impl Slot {
     ) -> Result<Arc<Conn>, BackendFailure> {
         let w = &self.spec.name;
         let http = mgr.factory().http();
-        let (want, init) = stored_backend(live.metadata(), w);
         let mut held = self.held.lock().await;
         if let Some(h) = held.as_ref()
-            && (h.version > live.version() || Some(&h.conn.session_id) == want.as_ref())
+            && (h.version > live.version()
+                || live.metadata().get(&self.session_key) == Some(h.conn.session_id.as_str()))
         {
             return Ok(h.conn.clone());
         }
+        let (want, init) = stored_backend(live.metadata(), w);
         let replaced = held.take();
         let out = match (want, init) {
             (Some(sid), Some(init)) => {
@@ -240,7 +325,10 @@ impl Slot {
             && r.conn.session_id != now.conn.session_id
         {
             // The store no longer names it: nobody uses it any more.
-            delete_later(http, &self.spec.url, &r.conn.session_id);
+            delete_later(mgr, live.id(), &self.spec, &r.conn.session_id);
+        }
+        if let Ok(conn) = &out {
+            mgr.factory().reaper.note(live.id(), w, &conn.session_id);
         }
         out
     }
@@ -270,7 +358,7 @@ impl Slot {
         // that saw the 404 late would remove a backend session another node
         // just healed; see `expire_if`.)
         let snap = expire_if(mgr, id, w, expired).await?;
-        match stored_backend(&snap.metadata, w) {
+        let out = match stored_backend(&snap.metadata, w) {
             (Some(s), Some(init)) if s != expired => {
                 tracing::info!(backend = %w, session_id = %id, "adopting a backend session healed by another node");
                 self.resume_into(http, &mut held, &s, &init, snap.version)
@@ -280,7 +368,11 @@ impl Slot {
                 tracing::info!(backend = %w, session_id = %id, "backend session expired; re-initializing");
                 self.install_fresh(mgr, id, Some(expired), &mut held).await
             }
+        };
+        if let Ok(conn) = &out {
+            mgr.factory().reaper.note(id, w, &conn.session_id);
         }
+        out
     }
 
     /// Opens a new backend session and records it unless another node
@@ -317,7 +409,7 @@ impl Slot {
         let snap = match snap {
             Ok(s) => s,
             Err(e) => {
-                delete_later(http, &self.spec.url, &sid);
+                delete_later(mgr, id, &self.spec, &sid);
                 return Err(e.into());
             }
         };
@@ -334,7 +426,7 @@ impl Slot {
         metrics::counter!("gateway_backend_heal_lost_total", "backend" => w.to_string())
             .increment(1);
         drop(conn);
-        delete_later(http, &self.spec.url, &sid);
+        delete_later(mgr, id, &self.spec, &sid);
         let (Some(winner), Some(winner_init)) = (winner, winner_init) else {
             return Err(BackendFailure::Call {
                 backend: w.clone(),
@@ -399,6 +491,12 @@ pub async fn expire_if(
     .await
 }
 
+/// How a backend call went (for the metrics).
+enum Outcome {
+    Ok,
+    Healed,
+}
+
 /// Runs `f` on `slot`'s backend, healing an expired backend session once.
 pub async fn with_backend<T, F, Fut>(
     mgr: &Manager,
@@ -410,16 +508,15 @@ where
     F: Fn(rmcp::Peer<rmcp::RoleClient>) -> Fut,
     Fut: Future<Output = Result<T, rmcp::ServiceError>>,
 {
-    let w = slot.spec.name.to_string();
     let started = Instant::now();
     let out = async {
         let conn = slot.conn(mgr, live).await?;
         match f(conn.peer().clone()).await {
-            Ok(v) => Ok((v, "ok")),
+            Ok(v) => Ok((v, Outcome::Ok)),
             Err(e) if backend::is_session_expired(&e) => {
                 let conn = slot.heal(mgr, live.id(), &conn.session_id).await?;
                 match f(conn.peer().clone()).await {
-                    Ok(v) => Ok((v, "healed")),
+                    Ok(v) => Ok((v, Outcome::Healed)),
                     Err(e) => Err(BackendFailure::Call {
                         backend: slot.spec.name.clone(),
                         message: e.to_string(),
@@ -438,33 +535,12 @@ where
         }
     }
     .await;
-    let outcome = match &out {
-        Ok((_, o)) => *o,
-        Err(_) => "error",
-    };
-    metrics::counter!("gateway_backend_calls_total", "backend" => w.clone(), "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!("gateway_backend_call_seconds", "backend" => w)
-        .record(started.elapsed().as_secs_f64());
+    let m = &slot.metrics;
+    match &out {
+        Ok((_, Outcome::Ok)) => m.ok.increment(1),
+        Ok((_, Outcome::Healed)) => m.healed.increment(1),
+        Err(_) => m.error.increment(1),
+    }
+    m.seconds.record(started.elapsed().as_secs_f64());
     out.map(|(v, _)| v)
-}
-
-/// Deletes every backend session `md` records (the client session was
-/// terminated). Returns how many deletes failed.
-pub async fn delete_backend_sessions(
-    http: &reqwest::Client,
-    backends: &[BackendSpec],
-    md: &Metadata,
-) -> usize {
-    let deletes = backends.iter().filter_map(|b| {
-        let sid = keys::backend_session(md, &b.name)?.to_owned();
-        Some(async move {
-            let res = backend::delete_backend_session(http, &b.url, &sid).await;
-            if let Err(e) = &res {
-                tracing::warn!(backend = %b.name, error = %e, "deleting a backend session failed");
-            }
-            res.is_err()
-        })
-    });
-    join_all(deletes).await.into_iter().filter(|f| *f).count()
 }

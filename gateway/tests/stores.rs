@@ -1,8 +1,9 @@
-//! The two-node scenario on real stores (features `redis`, `postgres`):
-//! servers from `SESSION_TEST_REDIS_URL` / `SESSION_TEST_POSTGRES_URL`
-//! (`cargo xtask test` sets them); unset, the tests fail and say how to
-//! provide one. Each test uses its own key prefix / schema and removes it.
-#![cfg(any(feature = "redis", feature = "postgres"))]
+//! The two-node scenario on real stores (features `redis`, `postgres`,
+//! `sqlite`): servers from `SESSION_TEST_REDIS_URL` /
+//! `SESSION_TEST_POSTGRES_URL` (`cargo xtask test` sets them); unset, the
+//! tests fail and say how to provide one. Each test uses its own key prefix
+//! / schema / database file and removes it.
+#![cfg(any(feature = "redis", feature = "postgres", feature = "sqlite"))]
 
 mod common;
 
@@ -130,6 +131,48 @@ mod redis {
             purge(&*a).await;
         }
     }
+
+    /// A client session expires in Redis (2 s TTL, nobody uses it): both
+    /// nodes used it, and each backend session gets exactly one `DELETE`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_session_deletes_its_backend_sessions_once_on_redis() {
+        let prefix = format!("gwtest:{}:", unique());
+        let url =
+            session_core::testing::require_url("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:6379");
+        let ttl = session_core::StoreConfig::new(Duration::from_secs(2)).unwrap();
+        let handle = || async {
+            let cfg = RedisConfig::new(url.clone()).prefix(&prefix).store(ttl);
+            let s: Arc<dyn SessionStore> =
+                Arc::new(RedisStore::connect(cfg).await.expect("connect to Redis"));
+            s
+        };
+        let (a, b) = (handle().await, handle().await);
+        let c = Cluster::start_on2(a.clone(), b, ValidationPolicy::EveryAccess, |cfg| {
+            cfg.reap_interval = Duration::from_millis(100);
+        })
+        .await;
+        let on_a = client(&c.a.url()).await;
+        let on_b = resume(&c.b.url(), &on_a).await;
+        call(&on_b, "math__counter", json!({})).await.unwrap();
+        call(&on_a, "text__echo", json!({"text": "x"}))
+            .await
+            .unwrap();
+        let id = SessionId::parse(&on_a.session_id).unwrap();
+        let t = Instant::now();
+        while c.math.open_sessions().await + c.text.open_sessions().await > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "backend sessions still open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(a.peek(&id).await.unwrap().is_none(), "expired in Redis");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!((c.math.deletes(), c.text.deletes()), (1, 1));
+        drop((on_a, on_b));
+        c.stop().await;
+        purge(&*a).await;
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -163,5 +206,27 @@ mod postgres {
             .await
             .expect("drop the test schema");
         }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+
+    /// Both nodes open the store from a `sqlite://` URL the way the binary
+    /// does (`--store sqlite://PATH?mode=rwc`), each with its own handle on one file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_heal_and_delete_on_sqlite_from_a_store_url() {
+        let dir = std::env::temp_dir().join(format!("gwtest-{}", unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("sessions.db").display());
+        let open = || async {
+            session_gateway::config::connect_store(&url, None)
+                .await
+                .expect("open the SQLite store")
+        };
+        let (a, b) = (open().await, open().await);
+        scenario(a, b, ValidationPolicy::EveryAccess).await;
+        std::fs::remove_dir_all(&dir).expect("remove the test database");
     }
 }
