@@ -106,11 +106,26 @@ impl SqliteStore {
                         SqliteSynchronous::Normal
                     })
                     .busy_timeout(cfg.busy_timeout);
-                SqlitePoolOptions::new()
-                    .max_connections(cfg.max_connections.max(1))
-                    .acquire_timeout(cfg.busy_timeout.max(Duration::from_secs(1)))
-                    .connect_with(options)
-                    .await
+                // Several stores opening one new file at once race to switch
+                // it to WAL, and SQLite answers that race with an immediate
+                // SQLITE_BUSY that its busy handler never retries: retry here,
+                // within the same busy_timeout.
+                let deadline = tokio::time::Instant::now() + cfg.busy_timeout;
+                let mut pause = Duration::from_millis(5);
+                loop {
+                    let opened = SqlitePoolOptions::new()
+                        .max_connections(cfg.max_connections.max(1))
+                        .acquire_timeout(cfg.busy_timeout.max(Duration::from_secs(1)))
+                        .connect_with(options.clone())
+                        .await;
+                    match opened {
+                        Err(e) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(200));
+                        }
+                        other => break other,
+                    }
+                }
             }
             SqliteLocation::Memory => {
                 // One connection that is never recycled: the database lives
@@ -248,13 +263,21 @@ impl SqliteStore {
     }
 }
 
-/// SQLite's busy/locked codes (after `busy_timeout`) become timeouts.
-fn sqlite_err(e: sqlx::Error, busy: Duration) -> Error {
-    if let sqlx::Error::Database(db) = &e
+/// SQLite's busy/locked codes (`SQLITE_BUSY`, `SQLITE_LOCKED` and their
+/// extended forms).
+fn is_busy(e: &sqlx::Error) -> bool {
+    if let sqlx::Error::Database(db) = e
         && let Some(code) = db.code()
         && let Ok(code) = code.parse::<i32>()
-        && matches!(code & 0xff, 5 | 6)
     {
+        return matches!(code & 0xff, 5 | 6);
+    }
+    false
+}
+
+/// SQLite's busy/locked codes (after `busy_timeout`) become timeouts.
+fn sqlite_err(e: sqlx::Error, busy: Duration) -> Error {
+    if is_busy(&e) {
         return Error::Timeout(busy);
     }
     crate::error::from_sqlx(e, busy, None)
