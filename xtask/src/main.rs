@@ -324,11 +324,10 @@ fn ci_stages(times: &mut Vec<(String, Duration)>) -> Result<(), String> {
     timed(times, "test", || test(&[]))
 }
 
-/// The published crates (name, manifest dir, features other than `default`)
-/// from `cargo metadata --no-deps`.
-fn published_crates() -> Result<Vec<(String, PathBuf, Vec<String>)>, String> {
+/// `cargo metadata --format-version 1 FLAG`, parsed.
+fn cargo_metadata(flag: &str) -> Result<serde_json::Value, String> {
     let out = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .args(["metadata", "--format-version", "1", flag])
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     if !out.status.success() {
@@ -339,6 +338,13 @@ fn published_crates() -> Result<Vec<(String, PathBuf, Vec<String>)>, String> {
     }
     let meta: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    Ok(meta)
+}
+
+/// The published crates (name, manifest dir, features other than `default`)
+/// from `cargo metadata --no-deps`.
+fn published_crates() -> Result<Vec<(String, PathBuf, Vec<String>)>, String> {
+    let meta = cargo_metadata("--no-deps")?;
     let mut crates = Vec::new();
     for p in meta["packages"].as_array().into_iter().flatten() {
         if p["publish"].as_array().is_some_and(Vec::is_empty) {
@@ -427,18 +433,7 @@ fn release_cmd(args: &[String]) -> Result<(), String> {
 
 /// `cargo xtask msrv`: see `msrv.rs`.
 fn check_msrv() -> Result<(), String> {
-    let out = cargo()
-        .args(["metadata", "--format-version", "1", "--all-features"])
-        .output()
-        .map_err(|e| format!("cargo metadata: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let meta: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    let meta = cargo_metadata("--all-features")?;
     let report = msrv::analyse(&meta)?;
     for (name, v) in &report.ours {
         let v = v.map_or_else(|| "none".to_owned(), |v| v.to_string());
