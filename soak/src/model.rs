@@ -152,6 +152,7 @@ pub struct Violations {
 
 impl Violations {
     /// Records one.
+    #[allow(clippy::needless_pass_by_value)] // callers build the detail with format!
     pub fn add(&mut self, kind: &'static str, detail: String) {
         *self.by_kind.entry(kind).or_default() += 1;
         if self.examples.len() < 20 {

@@ -21,7 +21,7 @@ pub enum Handle {
     /// A node in this process.
     Local(Arc<worker::Node>),
     /// A worker process.
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 /// A worker process and its pipes.
@@ -48,13 +48,12 @@ impl Handle {
     pub async fn reap(&self) {
         if let Self::Remote(r) = self {
             let child = r.child.lock().ok().and_then(|mut c| c.take());
-            if let Some(mut child) = child {
-                if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            if let Some(mut child) = child
+                && tokio::time::timeout(Duration::from_secs(30), child.wait())
                     .await
                     .is_err()
-                {
-                    let _ = child.kill().await;
-                }
+            {
+                let _ = child.kill().await;
             }
         }
     }

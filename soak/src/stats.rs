@@ -25,7 +25,7 @@ fn bucket(us: u64) -> usize {
     if us < 64 {
         return us as usize;
     }
-    let e = 63 - us.leading_zeros(); // >= 6
+    let e = us.ilog2(); // >= 6
     let mantissa = (us >> (e - 5)) as u32 - SUB; // 0..32
     64 + ((e - 6) * SUB + mantissa) as usize
 }

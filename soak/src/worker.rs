@@ -59,15 +59,15 @@ impl SessionFactory for Factory {
     async fn build(&self, s: &Snapshot, cause: BuildCause) -> Result<Built<Token>, Self::Error> {
         let n = self.builds.fetch_add(1, Ordering::SeqCst);
         let mut md = s.metadata.clone();
-        if cause == BuildCause::Restore && n % 8 == 0 && !md.contains_key(EXPIRING_KEY) {
-            if let Some(w) = keys::backend_ids(&md)
+        if cause == BuildCause::Restore
+            && n.is_multiple_of(8)
+            && !md.contains_key(EXPIRING_KEY)
+            && let Some(w) = keys::backend_ids(&md)
                 .ok()
                 .and_then(|ids| ids.into_iter().next())
-            {
-                if let Ok(next) = keys::with_backend(&md, &w, &format!("b{n}")) {
-                    md = next;
-                }
-            }
+            && let Ok(next) = keys::with_backend(&md, &w, &format!("b{n}"))
+        {
+            md = next;
         }
         Ok(Built::new(Token(n), md))
     }
@@ -147,11 +147,11 @@ impl Node {
                     },
                     Ok(Err(e)) if e.is_transient() => Outcome::Failed {
                         kind: "Unavailable".into(),
-                        detail: session_core::display_chain(&e).to_string(),
+                        detail: session_core::display_chain(&e).clone(),
                     },
                     Ok(Err(e)) => Outcome::Failed {
                         kind: "Storage".into(),
-                        detail: session_core::display_chain(&e).to_string(),
+                        detail: session_core::display_chain(&e).clone(),
                     },
                     Err(_) => Outcome::Failed {
                         kind: "Unavailable".into(),
@@ -182,10 +182,10 @@ impl Node {
                     .update(&parse_id(&id)?, |md| {
                         let n: u64 = md.get(&key).map_or(Ok(0), str::parse)?;
                         let mut next = md.with(key.as_str(), (n + 1).to_string())?;
-                        if let Some(w) = &add {
-                            if keys::backend_session(&next, w).is_none() {
-                                next = keys::with_backend(&next, w, "fresh")?;
-                            }
+                        if let Some(w) = &add
+                            && keys::backend_session(&next, w).is_none()
+                        {
+                            next = keys::with_backend(&next, w, "fresh")?;
                         }
                         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(next)
                     })
@@ -290,7 +290,7 @@ pub fn kind(e: &Error) -> &'static str {
 fn failed(e: &Error) -> Outcome {
     Outcome::Failed {
         kind: kind(e).into(),
-        detail: session_core::display_chain(e).to_string(),
+        detail: session_core::display_chain(e).clone(),
     }
 }
 
