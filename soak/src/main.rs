@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use driver::{Driver, Settings};
 use node::Handle;
 
-const USAGE: &str = "usage: session-soak [--duration SECS] [--store URL] [--concurrency N] [--faults] [--seed N]\n       session-soak worker --node I --store URL";
+const USAGE: &str = "usage: session-soak [--duration SECS] [--store URL] [--concurrency N] [--faults] [--seed N] [--sabotage lost-update|double-apply|resurrect|leak]\n       session-soak worker --node I --store URL";
 
 /// The command line of a soak run.
 #[derive(Debug)]
@@ -39,6 +39,7 @@ struct Args {
     concurrency: usize,
     faults: bool,
     seed: u64,
+    sabotage: Option<worker::Sabotage>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -48,6 +49,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         concurrency: 16,
         faults: false,
         seed: 1,
+        sabotage: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -80,6 +82,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     .map_err(|_| format!("--seed: {v:?} is not a number"))?;
             }
             "--faults" => out.faults = true,
+            "--sabotage" => {
+                let v = value(a)?;
+                out.sabotage = Some(
+                    worker::Sabotage::parse(&v)
+                        .ok_or_else(|| format!("--sabotage: unknown {v:?}"))?,
+                );
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -121,19 +130,20 @@ fn main() -> ExitCode {
 }
 
 async fn worker_main(args: &[String]) -> Result<bool, String> {
-    let (mut node, mut url) = (None, None);
+    let (mut node, mut url, mut sabotage) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--node" => node = it.next().and_then(|v| v.parse::<usize>().ok()),
             "--store" => url = it.next().cloned(),
+            "--sabotage" => sabotage = it.next().and_then(|v| worker::Sabotage::parse(v)),
             other => return Err(format!("worker: unknown argument {other:?}\n{USAGE}")),
         }
     }
     let (Some(node), Some(url)) = (node, url) else {
         return Err(format!("worker: --node and --store are required\n{USAGE}"));
     };
-    worker::serve(node, &url).await?;
+    worker::serve(node, &url, sabotage).await?;
     Ok(true)
 }
 
@@ -162,12 +172,20 @@ async fn soak(args: Args) -> Result<bool, String> {
     };
     let nodes: Vec<Handle> = if in_process {
         (0..3)
-            .map(|i| Handle::Local(Arc::new(worker::Node::start(i, checker.clone(), started))))
+            .map(|i| {
+                Handle::Local(Arc::new(worker::Node::start(
+                    i,
+                    checker.clone(),
+                    started,
+                    args.sabotage,
+                )))
+            })
             .collect()
     } else {
         let mut nodes = Vec::new();
         for i in 0..3 {
-            let remote = node::Remote::spawn(i, &worker_url, Duration::from_secs(60)).await?;
+            let remote =
+                node::Remote::spawn(i, &worker_url, args.sabotage, Duration::from_secs(60)).await?;
             nodes.push(Handle::Remote(Box::new(remote)));
         }
         nodes

@@ -62,10 +62,19 @@ impl Handle {
 impl Remote {
     /// Spawns `session-soak worker --node INDEX --store URL` and waits until
     /// it has connected (at most `ready_within`).
-    pub async fn spawn(index: usize, url: &str, ready_within: Duration) -> Result<Self, String> {
+    pub async fn spawn(
+        index: usize,
+        url: &str,
+        sabotage: Option<worker::Sabotage>,
+        ready_within: Duration,
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut child = Command::new(exe)
-            .args(["worker", "--node", &index.to_string(), "--store", url])
+        let mut cmd = Command::new(exe);
+        cmd.args(["worker", "--node", &index.to_string(), "--store", url]);
+        if let Some(s) = sabotage {
+            cmd.args(["--sabotage", s.name()]);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

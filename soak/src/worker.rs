@@ -45,11 +45,13 @@ pub fn policy(index: usize) -> ValidationPolicy {
 pub struct Factory {
     builds: AtomicU64,
     closes: AtomicU64,
+    /// Sabotage `leak`: skip every 50th close.
+    leak: bool,
 }
 
 /// The live session: only a token.
 #[derive(Clone, Debug)]
-pub struct Token(#[allow(dead_code)] u64);
+pub struct Token(u64);
 
 #[async_trait]
 impl SessionFactory for Factory {
@@ -72,13 +74,56 @@ impl SessionFactory for Factory {
         Ok(Built::new(Token(n), md))
     }
 
-    async fn close(&self, _session: Token) {
+    async fn close(&self, session: Token) {
+        if self.leak && session.0 % 50 == 49 {
+            return;
+        }
         self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A deliberately broken guard, to prove the checker notices (the soak's
+/// own tests run each one and expect the named violation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sabotage {
+    /// `update` writes at the version it finds just before writing, not the
+    /// one it read: a blind write that loses concurrent increments.
+    LostUpdate,
+    /// `update` is sent again after it succeeded, as a naive retry after a
+    /// lost reply would: the increment applies twice.
+    DoubleApply,
+    /// `terminate` writes the session back after deleting it.
+    Resurrect,
+    /// The factory skips every 50th close.
+    Leak,
+}
+
+impl Sabotage {
+    /// Parses `lost-update`, `double-apply`, `resurrect`, `leak`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "lost-update" => Self::LostUpdate,
+            "double-apply" => Self::DoubleApply,
+            "resurrect" => Self::Resurrect,
+            "leak" => Self::Leak,
+            _ => return None,
+        })
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LostUpdate => "lost-update",
+            Self::DoubleApply => "double-apply",
+            Self::Resurrect => "resurrect",
+            Self::Leak => "leak",
+        }
     }
 }
 
 /// A node: its manager and what it measured.
 pub struct Node {
+    sabotage: Option<Sabotage>,
     manager: SessionManager<Factory>,
     store: Arc<dyn SessionStore>,
     rss: Arc<Mutex<Vec<(f64, u64)>>>,
@@ -86,10 +131,16 @@ pub struct Node {
 
 impl Node {
     /// Starts node `index` over `store` (inside a Tokio runtime).
-    pub fn start(index: usize, store: Arc<dyn SessionStore>, started: Instant) -> Self {
+    pub fn start(
+        index: usize,
+        store: Arc<dyn SessionStore>,
+        started: Instant,
+        sabotage: Option<Sabotage>,
+    ) -> Self {
         let factory = Factory {
             builds: AtomicU64::new(0),
             closes: AtomicU64::new(0),
+            leak: sabotage == Some(Sabotage::Leak),
         };
         let manager = SessionManager::builder(store.clone(), factory)
             .policy(policy(index))
@@ -99,6 +150,7 @@ impl Node {
             .idle_timeout(IDLE)
             .build();
         Self {
+            sabotage,
             manager,
             store,
             rss: rss::sampler(started),
@@ -168,6 +220,9 @@ impl Node {
                     counters: counters(live.metadata()),
                 }
             }
+            Request::Update { id, writer, .. } if self.sabotage == Some(Sabotage::LostUpdate) => {
+                self.blind_increment(&parse_id(&id)?, writer).await?
+            }
             Request::Update {
                 id,
                 writer,
@@ -178,18 +233,21 @@ impl Node {
                     Some(w) => Some(WorkloadId::parse(&w).map_err(edit)?),
                     None => None,
                 };
-                let snapshot = m
-                    .update(&parse_id(&id)?, |md| {
-                        let n: u64 = md.get(&key).map_or(Ok(0), str::parse)?;
-                        let mut next = md.with(key.as_str(), (n + 1).to_string())?;
-                        if let Some(w) = &add
-                            && keys::backend_session(&next, w).is_none()
-                        {
-                            next = keys::with_backend(&next, w, "fresh")?;
-                        }
-                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(next)
-                    })
-                    .await?;
+                let id = parse_id(&id)?;
+                let increment = |md: &Metadata| {
+                    let n: u64 = md.get(&key).map_or(Ok(0), str::parse)?;
+                    let mut next = md.with(key.as_str(), (n + 1).to_string())?;
+                    if let Some(w) = &add
+                        && keys::backend_session(&next, w).is_none()
+                    {
+                        next = keys::with_backend(&next, w, "fresh")?;
+                    }
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(next)
+                };
+                let mut snapshot = m.update(&id, increment).await?;
+                if self.sabotage == Some(Sabotage::DoubleApply) {
+                    snapshot = m.update(&id, increment).await?;
+                }
                 let value = snapshot
                     .metadata
                     .get(&key)
@@ -218,11 +276,54 @@ impl Node {
                     failed: r.failed,
                 }
             }
+            Request::Terminate { id } if self.sabotage == Some(Sabotage::Resurrect) => {
+                let id = parse_id(&id)?;
+                let old = self.store.peek(&id).await.map_err(store_error)?;
+                let deleted = m.terminate(&id).await?;
+                if let Some(old) = old {
+                    let _ = self.store.create(&id, &old.metadata, Ttl::Default).await;
+                }
+                Outcome::Terminated { deleted }
+            }
             Request::Terminate { id } => Outcome::Terminated {
                 deleted: m.terminate(&parse_id(&id)?).await?,
             },
             Request::Finish => Outcome::Finished(self.finish().await),
         })
+    }
+
+    /// Sabotage `lost-update`: read, then write at whatever version is
+    /// current just before the write (a blind write with extra steps).
+    async fn blind_increment(&self, id: &SessionId, writer: usize) -> Result<Outcome, Error> {
+        let key = format!("{COUNTER_PREFIX}{writer}");
+        let Some(rec) = self.store.peek(id).await.map_err(store_error)? else {
+            return Err(Error::NotFound { id: id.clone() });
+        };
+        let n: u64 = rec
+            .metadata
+            .get(&key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let md = rec
+            .metadata
+            .with(key.as_str(), (n + 1).to_string())
+            .map_err(edit)?;
+        tokio::task::yield_now().await;
+        let Some(version) = self.store.version(id).await.map_err(store_error)? else {
+            return Err(Error::NotFound { id: id.clone() });
+        };
+        match self
+            .store
+            .update(id, version, &md)
+            .await
+            .map_err(store_error)?
+        {
+            session_core::Update::Applied(_) => Ok(Outcome::Updated { value: n + 1 }),
+            _ => Err(Error::ConflictBudgetExhausted {
+                id: id.clone(),
+                attempts: 1,
+            }),
+        }
     }
 
     /// Shuts the manager down and reports builds, closes and RSS.
@@ -240,6 +341,12 @@ impl Node {
 
 fn edit(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Edit {
+        source: Arc::new(e),
+    }
+}
+
+fn store_error(e: session_core::Error) -> Error {
+    Error::Unavailable {
         source: Arc::new(e),
     }
 }
@@ -296,12 +403,12 @@ fn failed(e: &Error) -> Outcome {
 
 /// Serves requests from stdin until `Finish` (or stdin closes), answering
 /// on stdout. Requests run concurrently; `Finish` waits for those in flight.
-pub async fn serve(index: usize, url: &str) -> Result<(), String> {
+pub async fn serve(index: usize, url: &str, sabotage: Option<Sabotage>) -> Result<(), String> {
     let started = Instant::now();
     let store = session_manager::connect(url)
         .await
         .map_err(|e| format!("node {index}: {}", session_core::display_chain(&e)))?;
-    let node = Arc::new(Node::start(index, store, started));
+    let node = Arc::new(Node::start(index, store, started, sabotage));
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
     let writer = tokio::spawn(async move {
         let mut out = tokio::io::stdout();
