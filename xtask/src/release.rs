@@ -227,6 +227,12 @@ fn workspace(root: &Path) -> Result<(Version, Vec<String>, Vec<String>), String>
         .filter_map(|p| p["name"].as_str().map(str::to_owned))
         .collect();
     let member_set: BTreeSet<&str> = members.iter().map(String::as_str).collect();
+    // `publish = false` shows as an empty list of registries.
+    let private: BTreeSet<&str> = packages
+        .iter()
+        .filter(|p| p["publish"].as_array().is_some_and(Vec::is_empty))
+        .filter_map(|p| p["name"].as_str())
+        .collect();
     let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut versions = BTreeSet::new();
     for p in packages {
@@ -239,6 +245,11 @@ fn workspace(root: &Path) -> Result<(Version, Vec<String>, Vec<String>), String>
             .as_array()
             .into_iter()
             .flatten()
+            // A dev-dependency on a private member (the test kit) is
+            // stripped by `cargo publish`, so it neither blocks nor orders.
+            .filter(|d| {
+                !(d["kind"] == "dev" && d["name"].as_str().is_some_and(|n| private.contains(n)))
+            })
             .filter_map(|d| d["name"].as_str())
             .filter(|d| member_set.contains(d) && *d != name)
             .map(str::to_owned)

@@ -25,7 +25,8 @@ fn g(root: &Path, args: &[&str]) -> String {
     git(root, args).unwrap()
 }
 
-/// Members listed out of dependency order, a private tool, three commits
+/// Members listed out of dependency order, a private tool, a private test
+/// kit a published crate dev-depends on, three commits
 /// after the last tag.
 fn fixture(tag: &str) -> TempRepo {
     let nanos = std::time::SystemTime::now()
@@ -43,7 +44,7 @@ fn fixture(tag: &str) -> TempRepo {
         "Cargo.toml",
         r#"[workspace]
 resolver = "3"
-members = ["fx-manager", "fx-tool", "fx-store", "fx-core"]
+members = ["fx-manager", "fx-tool", "fx-store", "fx-core", "fx-kit"]
 
 [workspace.package]
 version = "0.1.0"
@@ -67,7 +68,13 @@ fx-store = { path = "fx-store", version = "0.1.0", default-features = false }
         write(&root, &format!("{name}/src/lib.rs"), "//! fixture\n");
     };
     krate("fx-core", "", true);
-    krate("fx-store", "fx-core.workspace = true\n", true);
+    // A private test kit as a path-only dev-dependency of a published crate.
+    krate("fx-kit", "", false);
+    krate(
+        "fx-store",
+        "fx-core.workspace = true\n[dev-dependencies]\nfx-kit = { path = \"../fx-kit\" }\n",
+        true,
+    );
     krate(
         "fx-manager",
         "fx-core.workspace = true\nfx-store = { path = \"../fx-store\", version = \"0.1.0\" }\n",
