@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use session_core::{SessionId, SessionStore, keys};
 
+use crate::faults::{Injector, LONG_PAUSE};
 use crate::model::{Kind, Pool, Session, Status, Violations};
 use crate::node::Handle;
 use crate::protocol::{COUNTER_PREFIX, FinishReport, Outcome, Reply, Request};
@@ -45,8 +46,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// Seed of the workload's choices.
     pub seed: u64,
-    /// Faults are injected (a lost terminate reply may find nothing).
-    pub faults: bool,
+    /// The fault injector, with `--faults`.
+    pub faults: Option<Arc<Injector>>,
 }
 
 /// The run's shared state.
@@ -78,6 +79,8 @@ pub struct Report {
     pub sessions: [usize; 5],
     /// Seconds the workload ran.
     pub elapsed: f64,
+    /// Faults injected (with `--faults`).
+    pub faults: Vec<(String, u64)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,6 +110,15 @@ impl Driver {
 
     fn violation(&self, kind: &'static str, detail: String) {
         lock(&self.violations).add(kind, detail);
+    }
+
+    /// How late a request that timed out may still reach the server.
+    fn late(&self) -> Duration {
+        if self.settings.faults.is_some() {
+            LONG_PAUSE
+        } else {
+            Duration::ZERO
+        }
     }
 
     fn note(&self, what: &'static str) {
@@ -147,8 +159,16 @@ impl Driver {
         }
         let d = self.clone();
         tasks.spawn(async move { d.evictions(until).await });
+        if let Some(inj) = &self.settings.faults {
+            let inj = inj.clone();
+            let seed = self.settings.seed;
+            tasks.spawn(async move { inj.run(until, seed).await });
+        }
         while tasks.join_next().await.is_some() {}
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(inj) = &self.settings.faults {
+            inj.heal();
+        }
         let elapsed = started.elapsed().as_secs_f64();
         eprintln!("soak: workload done after {elapsed:.1} s; final checks");
         self.settle().await;
@@ -172,6 +192,12 @@ impl Driver {
             finish,
             sessions,
             elapsed,
+            faults: self
+                .settings
+                .faults
+                .as_ref()
+                .map(|f| f.summary())
+                .unwrap_or_default(),
         }
     }
 
@@ -434,7 +460,16 @@ impl Driver {
                     );
                 }
             }
-            Outcome::Failed { kind, .. } if kind == "Unavailable" => {}
+            Outcome::Failed { kind, .. } if kind == "Unavailable" => {
+                // A read that timed out may still slide the session (a held
+                // request reaches the server when a pause ends).
+                let ttl = match s.kind {
+                    Kind::Expiring => EXPIRING_TTL,
+                    Kind::Reserved => RESERVATION_TTL,
+                    Kind::Normal => Duration::ZERO,
+                };
+                st.deadline = st.deadline.max(now + ttl + self.late());
+            }
             o => self.unexpected("get", &s.id, o),
         }
     }
@@ -630,7 +665,7 @@ impl Driver {
         match &reply.outcome {
             Outcome::Terminated { deleted } => {
                 if !deleted && was == Status::Active && now < st.deadline {
-                    if self.settings.faults {
+                    if self.settings.faults.is_some() {
                         // A retried delete after a lost reply finds nothing.
                         self.note("terminate: deleted nothing (after a fault)");
                     } else {

@@ -13,6 +13,7 @@
 //! (see `driver.rs` for the rules, README "Soak" for the table).
 
 mod driver;
+mod faults;
 mod model;
 mod namespace;
 mod node;
@@ -163,12 +164,11 @@ async fn soak(args: Args) -> Result<bool, String> {
     if args.faults && in_process {
         return Err("--faults needs a networked store (redis:// or postgres://)".into());
     }
-    let worker_url = if args.faults {
-        return Err(
-            "--faults: the fault-injecting proxy (session-testkit) is not in this build yet".into(),
-        );
+    let (injector, worker_urls) = if args.faults {
+        let (injector, urls) = faults::Injector::start(&url, 3).await?;
+        (Some(Arc::new(injector)), urls)
     } else {
-        url.clone()
+        (None, vec![url.clone(); 3])
     };
     let nodes: Vec<Handle> = if in_process {
         (0..3)
@@ -185,7 +185,7 @@ async fn soak(args: Args) -> Result<bool, String> {
         let mut nodes = Vec::new();
         for i in 0..3 {
             let remote =
-                node::Remote::spawn(i, &worker_url, args.sabotage, Duration::from_secs(60)).await?;
+                node::Remote::spawn(i, &worker_urls[i], args.sabotage, Duration::from_secs(60)).await?;
             nodes.push(Handle::Remote(Box::new(remote)));
         }
         nodes
@@ -198,7 +198,7 @@ async fn soak(args: Args) -> Result<bool, String> {
             duration: args.duration,
             concurrency: args.concurrency,
             seed: args.seed,
-            faults: args.faults,
+            faults: injector,
         },
     );
     let report = driver.run().await;

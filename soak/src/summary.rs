@@ -89,6 +89,12 @@ pub fn print(h: &Header, r: &Report, driver_rss: &[(f64, u64)], in_process: bool
     for (what, n) in &r.notes {
         let _ = writeln!(out, "  {what}: {n}");
     }
+    if !r.faults.is_empty() {
+        let _ = writeln!(out, "faults injected (through one FaultProxy per node):");
+        for (what, n) in &r.faults {
+            let _ = writeln!(out, "  {what}: {n}");
+        }
+    }
     let _ = writeln!(
         out,
         "\n| node | policy | builds | closes | shutdown |\n|---|---|---:|---:|---|"
