@@ -139,7 +139,10 @@ impl Injector {
         }
         out.push(("proxy: connections accepted".into(), accepted));
         out.push(("proxy: connections reset".into(), resets));
-        out.push(("proxy: replies lost after the request was forwarded".into(), dropped));
+        out.push((
+            "proxy: replies lost after the request was forwarded".into(),
+            dropped,
+        ));
         out
     }
 }

@@ -183,9 +183,9 @@ async fn soak(args: Args) -> Result<bool, String> {
             .collect()
     } else {
         let mut nodes = Vec::new();
-        for i in 0..3 {
+        for (i, worker_url) in worker_urls.iter().enumerate() {
             let remote =
-                node::Remote::spawn(i, &worker_urls[i], args.sabotage, Duration::from_secs(60)).await?;
+                node::Remote::spawn(i, worker_url, args.sabotage, Duration::from_secs(60)).await?;
             nodes.push(Handle::Remote(Box::new(remote)));
         }
         nodes
