@@ -26,7 +26,8 @@ const QUIET: Duration = Duration::from_millis(1500);
 /// The proxies and what was injected.
 pub struct Injector {
     proxies: Vec<FaultProxy>,
-    injected: Mutex<BTreeMap<String, u64>>,
+    /// Per fault: (times injected, of which on all nodes at once).
+    injected: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 impl Injector {
@@ -56,9 +57,11 @@ impl Injector {
         ))
     }
 
-    fn count(&self, what: String) {
+    fn count(&self, what: String, all: bool) {
         if let Ok(mut m) = self.injected.lock() {
-            *m.entry(what).or_default() += 1;
+            let e = m.entry(what).or_default();
+            e.0 += 1;
+            e.1 += u64::from(all);
         }
     }
 
@@ -73,11 +76,7 @@ impl Injector {
             } else {
                 vec![rng.random_range(0..self.proxies.len())]
             };
-            let on = if targets.len() == 1 {
-                format!("node {}", targets[0])
-            } else {
-                "all nodes".into()
-            };
+            let all = targets.len() > 1;
             let each = |f: &dyn Fn(&FaultProxy)| targets.iter().for_each(|&i| f(&self.proxies[i]));
             let what = match step % 5 {
                 0 => {
@@ -107,7 +106,7 @@ impl Injector {
                     format!("latency {LATENCY:?} for 2s")
                 }
             };
-            self.count(format!("{what}, {on}"));
+            self.count(what, all);
             step += 1;
         }
         self.heal();
@@ -128,7 +127,11 @@ impl Injector {
         let mut out: Vec<(String, u64)> = self
             .injected
             .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, (n, all))| (format!("{k} ({all} of them on all nodes at once)"), *n))
+                    .collect()
+            })
             .unwrap_or_default();
         let (mut resets, mut dropped, mut accepted) = (0, 0, 0);
         for p in &self.proxies {
