@@ -1,208 +1,20 @@
-//! The driver: starts three nodes, runs the mixed workload against them,
-//! checks every reply against the model, verifies storage and every node
-//! at the end, and prints the summary.
+//! The workload: each task's choice of operation, and the checks every
+//! reply gets against the model.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use session_core::{SessionId, SessionStore, keys};
 
-use crate::faults::{Injector, LONG_PAUSE};
-use crate::model::{Kind, Pool, Session, Status, Violations};
-use crate::node::Handle;
-use crate::protocol::{COUNTER_PREFIX, FinishReport, Outcome, Reply, Request};
-use crate::stats::OpStats;
-use crate::worker::{self, BOUNDED, RESERVATION_TTL, RESYNC};
-
-/// TTL of the expiring sessions.
-pub const EXPIRING_TTL: Duration = Duration::from_secs(3);
-/// Backends every session starts from; `ev` is the one `evict_backend` removes.
-const BACKENDS: [&str; 3] = ["alpha", "beta", "gamma"];
-const EVICTABLE: &str = "ev";
-/// How often one node runs `evict_backend(ev)`.
-const EVICT_EVERY: Duration = Duration::from_secs(3);
-
-/// How long after a terminate (or expiry) node `index` may still serve the
-/// session: 0 with every-access validation, the bound with bounded
-/// staleness, and for push the resync interval plus a generous margin (the
-/// resync is a timer; a loaded machine may fire it late).
-pub fn grace(index: usize) -> Duration {
-    match index % 3 {
-        0 => Duration::ZERO,
-        1 => BOUNDED,
-        _ => RESYNC + Duration::from_secs(9),
-    }
-}
-
-/// What the driver needs to run.
-pub struct Settings {
-    /// How long the workload runs.
-    pub duration: Duration,
-    /// Concurrent workload tasks (each is also one counter writer).
-    pub concurrency: usize,
-    /// Seed of the workload's choices.
-    pub seed: u64,
-    /// The fault injector, with `--faults`.
-    pub faults: Option<Arc<Injector>>,
-}
-
-/// The run's shared state.
-pub struct Driver {
-    nodes: Vec<Handle>,
-    /// A handle on the same storage, not through any fault: the final check.
-    checker: Arc<dyn SessionStore>,
-    store_ttl: Duration,
-    settings: Settings,
-    pool: Mutex<Pool>,
-    stats: Mutex<BTreeMap<&'static str, OpStats>>,
-    /// Outcomes worth counting that are not errors of an operation.
-    notes: Mutex<BTreeMap<&'static str, u64>>,
-    violations: Mutex<Violations>,
-    stop: AtomicBool,
-}
-
-/// The result of a run, for the summary.
-pub struct Report {
-    /// Per operation.
-    pub stats: BTreeMap<&'static str, OpStats>,
-    /// Counted outcomes.
-    pub notes: BTreeMap<&'static str, u64>,
-    /// Violations.
-    pub violations: Violations,
-    /// Per node.
-    pub finish: Vec<FinishReport>,
-    /// Sessions made (normal, expiring, reserved), terminated, active at the end.
-    pub sessions: [usize; 5],
-    /// Seconds the workload ran.
-    pub elapsed: f64,
-    /// Faults injected (with `--faults`).
-    pub faults: Vec<(String, u64)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use super::{BACKENDS, Driver, EVICT_EVERY, EVICTABLE, EXPIRING_TTL, grace, lock, short};
+use crate::model::{Kind, Session, Status};
+use crate::protocol::{Outcome, Request};
+use crate::worker::RESERVATION_TTL;
 
 impl Driver {
-    /// A driver over `nodes` (three) and a direct handle on the store.
-    pub fn new(
-        nodes: Vec<Handle>,
-        checker: Arc<dyn SessionStore>,
-        settings: Settings,
-    ) -> Arc<Self> {
-        let store_ttl = checker.config().ttl();
-        Arc::new(Self {
-            nodes,
-            checker,
-            store_ttl,
-            settings,
-            pool: Mutex::new(Pool::default()),
-            stats: Mutex::new(BTreeMap::new()),
-            notes: Mutex::new(BTreeMap::new()),
-            violations: Mutex::new(Violations::default()),
-            stop: AtomicBool::new(false),
-        })
-    }
-
-    fn violation(&self, kind: &'static str, detail: String) {
-        lock(&self.violations).add(kind, detail);
-    }
-
-    /// How late a request that timed out may still reach the server.
-    fn late(&self) -> Duration {
-        if self.settings.faults.is_some() {
-            LONG_PAUSE
-        } else {
-            Duration::ZERO
-        }
-    }
-
-    fn note(&self, what: &'static str) {
-        *lock(&self.notes).entry(what).or_default() += 1;
-    }
-
-    /// Runs `request` on node `n`, records its latency and error kind.
-    async fn call(&self, op: &'static str, n: usize, request: Request) -> Reply {
-        let reply = self.nodes[n].call(request).await;
-        let mut stats = lock(&self.stats);
-        let s = stats.entry(op).or_default();
-        s.calls += 1;
-        s.latency.record(reply.us);
-        if let Outcome::Failed { kind, .. } = &reply.outcome {
-            *s.errors.entry(kind.clone()).or_default() += 1;
-        }
-        reply
-    }
-
-    /// An error kind no operation may return here.
-    fn unexpected(&self, op: &str, id: &str, outcome: &Outcome) {
-        self.violation("unexpected reply", format!("{op} {id}: {}", short(outcome)));
-    }
-
-    /// Runs the workload for the configured duration, then the final checks.
-    pub async fn run(self: &Arc<Self>) -> Report {
-        let started = Instant::now();
-        let until = started + self.settings.duration;
-        let mut tasks = tokio::task::JoinSet::new();
-        for k in 0..self.settings.concurrency {
-            let d = self.clone();
-            let seed = self
-                .settings
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(k as u64);
-            tasks.spawn(async move { d.workload(k, seed, until).await });
-        }
-        let d = self.clone();
-        tasks.spawn(async move { d.evictions(until).await });
-        if let Some(inj) = &self.settings.faults {
-            let inj = inj.clone();
-            let seed = self.settings.seed;
-            tasks.spawn(async move { inj.run(until, seed).await });
-        }
-        while tasks.join_next().await.is_some() {}
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(inj) = &self.settings.faults {
-            inj.heal();
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        eprintln!("soak: workload done after {elapsed:.1} s; final checks");
-        self.settle().await;
-        self.final_reads().await;
-        self.final_storage().await;
-        let finish = self.finish().await;
-        let pool = lock(&self.pool);
-        let ephemeral = |k| pool.ephemeral.iter().filter(|s| s.kind == k).count();
-        let sessions = [
-            pool.active.len() + pool.limbo.len() + pool.terminated.len(),
-            ephemeral(Kind::Expiring),
-            ephemeral(Kind::Reserved),
-            pool.terminated.len(),
-            pool.active.len(),
-        ];
-        drop(pool);
-        Report {
-            stats: std::mem::take(&mut *lock(&self.stats)),
-            notes: std::mem::take(&mut *lock(&self.notes)),
-            violations: std::mem::take(&mut *lock(&self.violations)),
-            finish,
-            sessions,
-            elapsed,
-            faults: self
-                .settings
-                .faults
-                .as_ref()
-                .map(|f| f.summary())
-                .unwrap_or_default(),
-        }
-    }
-
     /// One workload task: writer `k` of every session's counter `k`.
-    async fn workload(&self, k: usize, seed: u64, until: Instant) {
+    pub(super) async fn workload(&self, k: usize, seed: u64, until: Instant) {
         let mut rng = StdRng::seed_from_u64(seed);
         let target = (self.settings.concurrency * 16).max(128);
         while Instant::now() < until {
@@ -233,7 +45,7 @@ impl Driver {
     }
 
     /// Every few seconds one node removes the `ev` backend from every session.
-    async fn evictions(&self, until: Instant) {
+    pub(super) async fn evictions(&self, until: Instant) {
         let mut i = 0;
         loop {
             tokio::time::sleep(EVICT_EVERY).await;
@@ -265,7 +77,7 @@ impl Driver {
         }
     }
 
-    fn pick_active(&self, rng: &mut StdRng) -> Option<Arc<Session>> {
+    pub(super) fn pick_active(&self, rng: &mut StdRng) -> Option<Arc<Session>> {
         let p = lock(&self.pool);
         if p.active.is_empty() {
             return None;
@@ -280,7 +92,7 @@ impl Driver {
         Some(p.active[i].clone())
     }
 
-    fn backends(rng: &mut StdRng) -> Vec<String> {
+    pub(super) fn backends(rng: &mut StdRng) -> Vec<String> {
         let mut b: Vec<String> = BACKENDS.iter().map(|s| (*s).to_owned()).collect();
         if rng.random_bool(0.5) {
             b.push(EVICTABLE.into());
@@ -288,7 +100,7 @@ impl Driver {
         b
     }
 
-    async fn create(&self, n: usize, rng: &mut StdRng) {
+    pub(super) async fn create(&self, n: usize, rng: &mut StdRng) {
         let t0 = Instant::now();
         let backends = Self::backends(rng);
         let reply = self.call("create", n, Request::Create { backends }).await;
@@ -309,7 +121,7 @@ impl Driver {
         }
     }
 
-    async fn create_expiring(&self, n: usize, _rng: &mut StdRng) {
+    pub(super) async fn create_expiring(&self, n: usize, _rng: &mut StdRng) {
         // Never `ev`: evict_backend writes, and a write slides by the store TTL.
         let backends: Vec<String> = BACKENDS.iter().map(|s| (*s).to_owned()).collect();
         let ttl_ms = EXPIRING_TTL.as_millis() as u64;
@@ -332,7 +144,7 @@ impl Driver {
         }
     }
 
-    async fn reserve(&self, n: usize) {
+    pub(super) async fn reserve(&self, n: usize) {
         let reply = self.call("reserve", n, Request::Reserve).await;
         match reply.outcome {
             Outcome::Created { id } => {
@@ -346,13 +158,13 @@ impl Driver {
         }
     }
 
-    async fn get_active(&self, n: usize, rng: &mut StdRng) {
+    pub(super) async fn get_active(&self, n: usize, rng: &mut StdRng) {
         if let Some(s) = self.pick_active(rng) {
             self.get("get", n, &s).await;
         }
     }
 
-    async fn get_dead(&self, n: usize, rng: &mut StdRng) {
+    pub(super) async fn get_dead(&self, n: usize, rng: &mut StdRng) {
         let s = {
             let p = lock(&self.pool);
             let (a, b) = (p.recent_dead.len(), p.recent_ephemeral.len());
@@ -367,7 +179,7 @@ impl Driver {
     }
 
     /// `get` on node `n` and every check a read allows.
-    async fn get(&self, op: &'static str, n: usize, s: &Session) {
+    pub(super) async fn get(&self, op: &'static str, n: usize, s: &Session) {
         let t0 = Instant::now();
         // With every-access validation a read sees every increment
         // acknowledged before it started.
@@ -476,7 +288,7 @@ impl Driver {
 
     /// Writer `k` increments its counter in an active session (sometimes
     /// re-adding a backend in the same write).
-    async fn update(&self, n: usize, k: usize, rng: &mut StdRng) {
+    pub(super) async fn update(&self, n: usize, k: usize, rng: &mut StdRng) {
         let Some(s) = self.pick_active(rng) else {
             return;
         };
@@ -564,7 +376,7 @@ impl Driver {
     }
 
     /// An update or backend expiry on a terminated session: must not apply.
-    async fn write_dead(&self, n: usize, k: usize, rng: &mut StdRng) {
+    pub(super) async fn write_dead(&self, n: usize, k: usize, rng: &mut StdRng) {
         let s = {
             let p = lock(&self.pool);
             if p.recent_dead.is_empty() {
@@ -601,7 +413,7 @@ impl Driver {
         }
     }
 
-    async fn notify(&self, n: usize, rng: &mut StdRng) {
+    pub(super) async fn notify(&self, n: usize, rng: &mut StdRng) {
         let Some(s) = self.pick_active(rng) else {
             return;
         };
@@ -643,7 +455,7 @@ impl Driver {
         }
     }
 
-    async fn terminate(&self, n: usize, rng: &mut StdRng) {
+    pub(super) async fn terminate(&self, n: usize, rng: &mut StdRng) {
         let (s, was) = {
             let mut p = lock(&self.pool);
             if !p.limbo.is_empty() && rng.random_bool(0.5) {
@@ -694,247 +506,5 @@ impl Driver {
                 lock(&self.pool).limbo.push(s.clone());
             }
         }
-    }
-
-    /// Waits until every terminated session is past every node's grace and
-    /// every expiring / reserved one is past its deadline plus its TTL.
-    async fn settle(&self) {
-        let until = {
-            let p = lock(&self.pool);
-            let mut until = Instant::now();
-            let push = grace(2);
-            for s in &p.terminated {
-                if let Status::Terminated(at) = s.state().status {
-                    until = until.max(at + push);
-                }
-            }
-            for s in &p.ephemeral {
-                let ttl = if s.kind == Kind::Expiring {
-                    EXPIRING_TTL
-                } else {
-                    RESERVATION_TTL
-                };
-                until = until.max(s.state().deadline + ttl + push);
-            }
-            until
-        };
-        let wait = until.saturating_duration_since(Instant::now());
-        eprintln!(
-            "soak: waiting {:.1} s for the last terminates and expiries to pass every node's bound",
-            wait.as_secs_f64()
-        );
-        tokio::time::sleep(wait).await;
-    }
-
-    /// Every node reads a sample of terminated, expired and abandoned
-    /// sessions: none may come back.
-    async fn final_reads(&self) {
-        let sample: Vec<Arc<Session>> = {
-            let p = lock(&self.pool);
-            let step = (p.terminated.len() / 150).max(1);
-            let mut v: Vec<_> = p.terminated.iter().step_by(step).cloned().collect();
-            let step = (p.ephemeral.len() / 150).max(1);
-            v.extend(p.ephemeral.iter().step_by(step).cloned());
-            v
-        };
-        for s in &sample {
-            for n in 0..self.nodes.len() {
-                let mut tries = 0;
-                loop {
-                    let reply = self
-                        .call("get (final)", n, Request::Get { id: s.id.clone() })
-                        .await;
-                    match &reply.outcome {
-                        Outcome::Failed { kind, .. } if kind == "NotFound" => break,
-                        Outcome::Failed { kind, .. } if kind == "Unavailable" && tries < 5 => {
-                            tries += 1;
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                        o => {
-                            self.violation(
-                                "resurrection",
-                                format!(
-                                    "node {n}: final get of {:?} {}: {}",
-                                    s.kind,
-                                    s.id,
-                                    short(o)
-                                ),
-                            );
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        self.note_n(
-            "final reads (sessions x nodes)",
-            sample.len() * self.nodes.len(),
-        );
-    }
-
-    fn note_n(&self, what: &'static str, n: usize) {
-        *lock(&self.notes).entry(what).or_default() += n as u64;
-    }
-
-    /// Storage at the end, read directly: every live session with exactly
-    /// the acknowledged increments (plus at most its unknown ones), every
-    /// terminated, expired and abandoned session absent.
-    async fn final_storage(self: &Arc<Self>) {
-        const WORKERS: usize = 16;
-        let all: Vec<Arc<Session>> = {
-            let p = lock(&self.pool);
-            p.active
-                .iter()
-                .chain(&p.limbo)
-                .chain(&p.terminated)
-                .chain(&p.ephemeral)
-                .cloned()
-                .collect()
-        };
-        let all = Arc::new(all);
-        let mut tasks = tokio::task::JoinSet::new();
-        for w in 0..WORKERS {
-            let d = self.clone();
-            let all = all.clone();
-            tasks.spawn(async move {
-                for s in all.iter().skip(w).step_by(WORKERS) {
-                    d.check_stored(s).await;
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-        self.note_n("sessions verified in storage", all.len());
-    }
-
-    async fn check_stored(&self, s: &Session) {
-        let Ok(id) = SessionId::parse(&s.id) else {
-            self.violation("bad id", s.id.clone());
-            return;
-        };
-        let mut tries = 0;
-        let record = loop {
-            match self.checker.peek(&id).await {
-                Ok(r) => break r,
-                Err(e) if tries < 5 => {
-                    tries += 1;
-                    eprintln!(
-                        "soak: final peek of {id}: {}; retrying",
-                        session_core::display_chain(&e)
-                    );
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => {
-                    self.violation(
-                        "storage unreadable at the end",
-                        format!("{id}: {}", session_core::display_chain(&e)),
-                    );
-                    return;
-                }
-            }
-        };
-        let st = s.state();
-        match (st.status, s.kind, record) {
-            (Status::Active, Kind::Normal, None) if Instant::now() < st.deadline => {
-                self.violation(
-                    "lost session",
-                    format!("{id} absent from storage at the end"),
-                );
-            }
-            (Status::Active | Status::Limbo, Kind::Normal, Some(rec)) => {
-                if !rec.metadata.contains_key(keys::BACKEND_IDS) {
-                    self.violation("corrupt session", format!("{id} lost its backend list"));
-                }
-                for (w, c) in st.counters.iter().enumerate() {
-                    let v: u64 = rec
-                        .metadata
-                        .get(&format!("{COUNTER_PREFIX}{w}"))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    if v < c.acked {
-                        self.violation(
-                            "lost update",
-                            format!("{id}: stored counter {w} = {v}, {} acknowledged", c.acked),
-                        );
-                    }
-                    if v > c.acked + c.unknown {
-                        self.violation(
-                            "double-applied update",
-                            format!(
-                                "{id}: stored counter {w} = {v}, {} acknowledged + {} unknown",
-                                c.acked, c.unknown
-                            ),
-                        );
-                    }
-                }
-            }
-            (Status::Terminated(_), _, Some(_)) => {
-                self.violation(
-                    "resurrection",
-                    format!("terminated {id} is in storage at the end"),
-                );
-            }
-            (_, Kind::Expiring | Kind::Reserved, Some(_)) => {
-                self.violation(
-                    "resurrection",
-                    format!("{:?} {id} is in storage after its TTL", s.kind),
-                );
-            }
-            _ => {}
-        }
-    }
-
-    /// Shuts every node down and collects builds, closes and RSS.
-    async fn finish(&self) -> Vec<FinishReport> {
-        let mut out = Vec::new();
-        for (n, node) in self.nodes.iter().enumerate() {
-            let report = match node {
-                Handle::Local(node) => node.finish().await,
-                Handle::Remote(_) => match node.call(Request::Finish).await.outcome {
-                    Outcome::Finished(r) => r,
-                    o => {
-                        self.violation("node lost", format!("node {n}: finish: {}", short(&o)));
-                        FinishReport::default()
-                    }
-                },
-            };
-            node.reap().await;
-            if !report.shutdown_complete {
-                self.violation(
-                    "unclosed sessions",
-                    format!("node {n}: shutdown incomplete"),
-                );
-            }
-            if report.builds != report.closes {
-                self.violation(
-                    "builds != closes",
-                    format!(
-                        "node {n}: {} builds, {} closes",
-                        report.builds, report.closes
-                    ),
-                );
-            }
-            out.push(report);
-        }
-        out
-    }
-}
-
-/// An outcome in a line (error detail cut short).
-pub fn short(o: &Outcome) -> String {
-    match o {
-        Outcome::Failed { kind, detail } => {
-            let d: String = detail.chars().take(200).collect();
-            format!("{kind} ({d})")
-        }
-        o => serde_json::to_string(o).unwrap_or_default(),
-    }
-}
-
-/// The policy name of node `n`.
-pub fn policy_name(n: usize) -> String {
-    match worker::policy(n) {
-        session_manager::ValidationPolicy::EveryAccess => "every-access".into(),
-        session_manager::ValidationPolicy::BoundedStaleness(d) => format!("bounded {d:?}"),
-        _ => "push".into(),
     }
 }
