@@ -10,7 +10,8 @@
 //! (this binary, `session-soak worker --node I --store URL`) driven over
 //! its stdin/stdout. The driver owns the workload and the model, so every
 //! reply from any node is checked against everything acknowledged so far
-//! (see `driver.rs` for the rules, README "Soak" for the table).
+//! (rules in `soak/README.md`; the checks in `driver/ops.rs` and
+//! `driver/verify.rs`).
 
 mod driver;
 mod faults;
