@@ -346,14 +346,6 @@ impl Driver {
                 c.acked = *value;
                 c.unknown = 0;
                 st.deadline = st.deadline.max(t0 + store_ttl);
-                if let Status::Terminated(at) = status
-                    && t0 > at
-                {
-                    self.violation(
-                        "write after terminate",
-                        format!("node {n}: update of {} applied", s.id),
-                    );
-                }
             }
             Outcome::Failed { kind, .. } if kind == "Unavailable" => {
                 c.unknown += 1;
