@@ -147,3 +147,17 @@ fn validate_names_the_broken_invariant() {
     assert!(Binding::identity("", "x").is_err());
     assert!(Binding::identity("i", "a\0b").is_err());
 }
+
+/// Found by fuzzing (`workload_id`): a workload id of 236..=253 bytes was
+/// valid, but its backend-session key (`vmcp.backend.session.` + id) broke
+/// the 256-byte key limit, so such a backend could be listed but never
+/// given a session id. The key limit now fits the longest workload id.
+#[test]
+fn the_longest_workload_id_records_a_backend_session() {
+    let w = WorkloadId::parse(&"w".repeat(session_core::MAX_WORKLOAD_ID_LEN)).unwrap();
+    let md = keys::with_backend(&Metadata::new(), &w, "backend-session").unwrap();
+    assert_eq!(keys::backend_session(&md, &w), Some("backend-session"));
+    keys::validate(&md).unwrap();
+    let stored = Metadata::from_json(md.json()).unwrap();
+    assert_eq!(stored, md);
+}
