@@ -121,7 +121,7 @@ pub(crate) fn decode(key: &str, raw: &[u8]) -> Result<(Header, Metadata)> {
 }
 
 /// Encodes a record (the scripts build the same bytes on the server).
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode(
     version: Version,
     created_ms: u64,

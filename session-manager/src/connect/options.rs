@@ -107,7 +107,7 @@ impl Kind {
     }
 
     /// Our options this store takes.
-    fn ours(self) -> &'static [&'static str] {
+    pub(crate) fn ours(self) -> &'static [&'static str] {
         match self {
             Kind::Memory => &["ttl", "max_lifetime"],
             Kind::Redis => &[
