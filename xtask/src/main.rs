@@ -25,8 +25,15 @@
 //!   the workspace's target directory so shared crates are built once.
 //! - `bench-report`: writes that report from the latest criterion data
 //!   without running anything.
+//! - `fuzz [--secs N] [TARGET ...]`: builds the cargo-fuzz package `fuzz/`
+//!   (outside the workspace) with the nightly toolchain and runs every
+//!   target, or those named, for `N` seconds each (default 60); prints a
+//!   summary line per target and fails on a crash (see `fuzz.rs`). Needs
+//!   `rustup toolchain install nightly` and `cargo install cargo-fuzz`.
+//!   `test` replays the committed seeds without them.
 
 mod bench_report;
+mod fuzz;
 mod msrv;
 mod release;
 
@@ -48,6 +55,7 @@ fn main() -> ExitCode {
         Some("features") => check_features(),
         Some("release") => release_cmd(&args[1..]),
         Some("bench-report") => bench_report_files(),
+        Some("fuzz") => fuzz::fuzz(&args[1..], &root()),
         Some("bench") => {
             let report = args[1..].iter().any(|a| a == "--report");
             if let Some(unknown) = args[1..]
@@ -62,7 +70,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|scale|gateway|peers] [--report] | bench-report"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|scale|gateway|peers] [--report] | bench-report | fuzz [--secs N] [TARGET ...]"
             );
             return ExitCode::from(2);
         }
