@@ -74,7 +74,8 @@ pub fn session_id(data: &[u8]) {
             assert!(session_id_rule(s), "accepted {s:?}");
             assert_eq!(id.as_str(), s);
             assert_eq!(id.to_string(), s);
-            assert_eq!(SessionId::parse(&id.to_string()).unwrap(), id);
+            let shown = id.to_string();
+            assert_eq!(SessionId::parse(&shown).unwrap(), id);
             assert_eq!(s.parse::<SessionId>().unwrap(), id);
         }
         Err(InvalidInput::SessionIdLength { len }) => {
@@ -85,7 +86,11 @@ pub fn session_id(data: &[u8]) {
             assert!((1..=MAX_SESSION_ID_LEN).contains(&s.len()));
             assert_eq!(s.as_bytes()[pos], byte);
             assert!(!(0x21..=0x7E).contains(&byte));
-            assert!(s.as_bytes()[..pos].iter().all(|b| (0x21..=0x7E).contains(b)));
+            assert!(
+                s.as_bytes()[..pos]
+                    .iter()
+                    .all(|b| (0x21..=0x7E).contains(b))
+            );
         }
         Err(other) => panic!("{s:?}: unexpected error {other:?}"),
     }
@@ -141,7 +146,8 @@ pub fn workload_id(data: &[u8]) {
     } else {
         s.split(',').collect()
     };
-    let expect_ok = entries.iter().all(|e| workload_rule(e)) && entries.windows(2).all(|w| w[0] < w[1]);
+    let expect_ok =
+        entries.iter().all(|e| workload_rule(e)) && entries.windows(2).all(|w| w[0] < w[1]);
     match keys::backend_ids(&md) {
         Ok(ids) => {
             assert!(expect_ok, "accepted list {s:?}");

@@ -116,5 +116,8 @@ async fn isolation_check_passes_on_separate_stores_and_catches_a_shared_one() {
     let b = MemoryStore::new(StoreConfig::default());
     assert_isolated(&a, &b).await;
     let shared = tokio::spawn(async move { assert_isolated(&a, &a.clone()).await }).await;
-    assert!(shared.is_err_and(|e| e.is_panic()), "one store seen as two namespaces passed");
+    assert!(
+        shared.is_err_and(|e| e.is_panic()),
+        "one store seen as two namespaces passed"
+    );
 }

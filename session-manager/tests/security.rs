@@ -53,7 +53,11 @@ fn mallory() -> Binding {
     Binding::identity("https://other.example", "mallory").unwrap()
 }
 
-fn node(store: Arc<dyn SessionStore>, name: &str, counters: &Arc<Counters>) -> SessionManager<TestFactory> {
+fn node(
+    store: Arc<dyn SessionStore>,
+    name: &str,
+    counters: &Arc<Counters>,
+) -> SessionManager<TestFactory> {
     SessionManager::builder(store, TestFactory::new(counters, name))
         .policy(ValidationPolicy::EveryAccess)
         .build()
@@ -80,15 +84,27 @@ async fn full_workload(a_store: Arc<dyn SessionStore>, b_store: Arc<dyn SessionS
     let id = a.create(secret_metadata()).await.unwrap().id().clone();
     a.get(&id).await.unwrap();
     a.get_for(&id, &owner()).await.unwrap();
-    a.update(&id, |md| md.with("tenant", META_VALUE_2)).await.unwrap();
+    a.update(&id, |md| md.with("tenant", META_VALUE_2))
+        .await
+        .unwrap();
     // An edit that fails, and one the limits refuse.
-    show(&a.update(&id, |_| Err::<Metadata, _>("refused edit")).await.unwrap_err());
-    show(&a.update(&id, |md| md.with("big", "x".repeat(9000))).await.unwrap_err());
+    show(
+        &a.update(&id, |_| Err::<Metadata, _>("refused edit"))
+            .await
+            .unwrap_err(),
+    );
+    show(
+        &a.update(&id, |md| md.with("big", "x".repeat(9000)))
+            .await
+            .unwrap_err(),
+    );
     // Restore on a second node, for the owner and refused for another.
     b.get_for(&id, &owner()).await.unwrap();
     show(&b.get_for(&id, &mallory()).await.unwrap_err());
     show(&b.terminate_for(&id, &mallory()).await.unwrap_err());
-    a.notify_backend_expired(&id, &workload("github")).await.unwrap();
+    a.notify_backend_expired(&id, &workload("github"))
+        .await
+        .unwrap();
     b.get(&id).await.unwrap();
     a.evict_backend(&workload("jira")).await.unwrap();
     b.get_for(&id, &owner()).await.unwrap();
@@ -100,7 +116,11 @@ async fn full_workload(a_store: Arc<dyn SessionStore>, b_store: Arc<dyn SessionS
     // Terminate, then every operation on the dead session.
     assert!(a.terminate(&id).await.unwrap());
     show(&b.get(&id).await.unwrap_err());
-    show(&a.update(&id, |md| md.with("tenant", META_VALUE)).await.unwrap_err());
+    show(
+        &a.update(&id, |md| md.with("tenant", META_VALUE))
+            .await
+            .unwrap_err(),
+    );
     let _ = a.notify_backend_expired(&id, &workload("github")).await;
     show(&a.activate(&id, secret_metadata()).await.unwrap_err());
     show(&a.get(&SessionId::generate()).await.unwrap_err());
@@ -125,12 +145,22 @@ async fn check_workload(open: impl AsyncFn() -> Arc<dyn SessionStore>, mut shown
     }
     let logged = logs.text();
     // The capture works: operation spans and their session ids are there.
-    for expected in ["session_manager.update", "session_manager.restore", "session_id="] {
-        assert!(logged.contains(expected), "no {expected:?} in the captured logs");
+    for expected in [
+        "session_manager.update",
+        "session_manager.restore",
+        "session_id=",
+    ] {
+        assert!(
+            logged.contains(expected),
+            "no {expected:?} in the captured logs"
+        );
     }
     for secret in secrets() {
         assert!(!logged.contains(secret), "{secret:?} was logged:\n{logged}");
-        assert!(!shown.contains(secret), "{secret:?} is in an error:\n{shown}");
+        assert!(
+            !shown.contains(secret),
+            "{secret:?} is in an error:\n{shown}"
+        );
     }
 }
 
@@ -293,7 +323,10 @@ mod postgres_store {
     #[tokio::test(flavor = "current_thread")]
     async fn postgres_workload_logs_no_secret() {
         let url = url();
-        let schema = format!("secrets_{}", SessionId::generate().as_str().replace('-', ""));
+        let schema = format!(
+            "secrets_{}",
+            SessionId::generate().as_str().replace('-', "")
+        );
         let user = url
             .split_once("://")
             .and_then(|(_, rest)| rest.split_once('@'))
@@ -392,7 +425,10 @@ where
         expires_before,
         "a refused caller moved the expiry"
     );
-    assert!(b.cached(&id).is_none(), "a refused caller's restore was cached");
+    assert!(
+        b.cached(&id).is_none(),
+        "a refused caller's restore was cached"
+    );
     // The owner is served, and a slide is visible to the same measurement.
     let c = node(open().await, "c", &counters);
     c.get_for(&id, &owner()).await.unwrap();

@@ -69,7 +69,10 @@ pub fn redis_record(data: &[u8]) {
             assert_eq!(md.json().as_bytes(), &data[header.len..]);
             let again = record::encode(header.version, 1, header.ttl_ms, md.json());
             let (h2, md2) = record::decode(KEY, &again).expect("re-encoded record decodes");
-            assert_eq!((h2.version, h2.ttl_ms, &md2), (header.version, header.ttl_ms, md));
+            assert_eq!(
+                (h2.version, h2.ttl_ms, &md2),
+                (header.version, header.ttl_ms, md)
+            );
         }
         Err(_) => {
             let _ = reason(&decoded);
@@ -94,7 +97,10 @@ fn encoded(version: Version, created: u64, ttl: u64, json: &str) {
     match (md, &back) {
         (Some(md), Ok((h, m))) => {
             assert_eq!((h.version, h.ttl_ms, m), (version, ttl, &md));
-            assert_eq!(record::decode_header(KEY, &raw[..raw.len().min(64)]).unwrap(), *h);
+            assert_eq!(
+                record::decode_header(KEY, &raw[..raw.len().min(64)]).unwrap(),
+                *h
+            );
         }
         (None, Err(_)) => {
             assert!(
@@ -111,13 +117,18 @@ fn legacy_agrees(data: &[u8]) {
     let mut parts = data.split(|&b| b == 0xFF);
     let mut field = || parts.next().filter(|f| !f.is_empty()).map(<[u8]>::to_vec);
     let (v, m, c, t) = (field(), field(), field(), field());
-    let plain = |f: &Option<Vec<u8>>| f.as_ref().is_some_and(|f| !f.iter().any(|&b| b == b' ' || b == b'\n'));
+    let plain = |f: &Option<Vec<u8>>| {
+        f.as_ref()
+            .is_some_and(|f| !f.iter().any(|&b| b == b' ' || b == b'\n'))
+    };
     let legacy = legacy::decode_record(KEY, (v.clone(), m.clone(), c.clone(), t.clone()), 1000);
     if legacy.is_err() {
         let _ = reason(&legacy);
     }
     if let Ok(found) = &legacy {
-        let (rec, _) = found.as_ref().expect("a key with a TTL is never reported gone");
+        let (rec, _) = found
+            .as_ref()
+            .expect("a key with a TTL is never reported gone");
         assert!(rec.version.get() >= 1);
     }
     assert!(
@@ -125,7 +136,7 @@ fn legacy_agrees(data: &[u8]) {
             .unwrap()
             .is_none()
     );
-    if [&v, &c, &t].into_iter().all(plain) && m.is_some() {
+    if let (true, Some(m)) = ([&v, &c, &t].into_iter().all(plain), &m) {
         let mut string = b"s1 ".to_vec();
         for (i, f) in [&v, &c, &t].into_iter().enumerate() {
             if i > 0 {
@@ -134,10 +145,13 @@ fn legacy_agrees(data: &[u8]) {
             string.extend_from_slice(f.as_ref().unwrap());
         }
         string.push(b'\n');
-        string.extend_from_slice(m.as_ref().unwrap());
+        string.extend_from_slice(m);
         match (&legacy, record::decode(KEY, &string)) {
             (Ok(Some((rec, ttl))), Ok((h, md))) => {
-                assert_eq!((rec.version, *ttl, &rec.metadata), (h.version, h.ttl_ms, &md));
+                assert_eq!(
+                    (rec.version, *ttl, &rec.metadata),
+                    (h.version, h.ttl_ms, &md)
+                );
             }
             (Err(_), Err(_)) => {}
             (legacy, string) => panic!("layouts disagree: hash {legacy:?}, string {string:?}"),

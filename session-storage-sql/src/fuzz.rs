@@ -37,12 +37,17 @@ pub fn sql_row(data: &[u8]) {
 }
 
 fn check_row(raw_version: i64, metadata: &[u8]) {
-    let version_ok = u64::try_from(raw_version).is_ok_and(|v| (1..=Version::MAX.get()).contains(&v));
+    let version_ok =
+        u64::try_from(raw_version).is_ok_and(|v| (1..=Version::MAX.get()).contains(&v));
     let expected_md = std::str::from_utf8(metadata)
         .ok()
         .and_then(|t| Metadata::from_json(t).ok());
     let as_text = Version::from_stored_text(raw_version.to_string().as_bytes());
-    assert_eq!(as_text.is_some(), version_ok, "{raw_version}: the stores' rules differ");
+    assert_eq!(
+        as_text.is_some(),
+        version_ok,
+        "{raw_version}: the stores' rules differ"
+    );
     match crate::error::record(ID, raw_version, metadata) {
         Ok(record) => {
             assert!(version_ok);

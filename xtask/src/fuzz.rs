@@ -69,10 +69,7 @@ pub fn fuzz(args: &[String], root: &Path) -> Result<(), String> {
     println!("|---|---|---|---|");
     for o in &outcomes {
         let result = o.failure.as_deref().unwrap_or("ok");
-        println!(
-            "| {} | {result} | {:.0} | {} |",
-            o.target, o.secs, o.stats
-        );
+        println!("| {} | {result} | {:.0} | {} |", o.target, o.secs, o.stats);
     }
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
     if failed.is_empty() {
@@ -112,7 +109,9 @@ fn targets(dir: &Path) -> Result<Vec<String>, String> {
 /// is the stable toolchain's own binary, which ignores `+nightly`).
 fn nightly(root: &Path) -> Command {
     let mut c = Command::new("cargo");
-    c.arg("+nightly").current_dir(root).env_remove("RUSTUP_TOOLCHAIN");
+    c.arg("+nightly")
+        .current_dir(root)
+        .env_remove("RUSTUP_TOOLCHAIN");
     c
 }
 
@@ -144,7 +143,8 @@ fn run_target(
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let seeds = dir.join("corpus").join(target);
     let log_path = logs.join(format!("{target}.log"));
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut cmd = nightly(root);
     cmd.args(["fuzz", "run", target])
         .arg(&scratch)
@@ -153,9 +153,14 @@ fn run_target(
         .arg(format!("-max_total_time={secs}"))
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
-    eprintln!("xtask: fuzzing {target} for {secs} s (log: {})", log_path.display());
+    eprintln!(
+        "xtask: fuzzing {target} for {secs} s (log: {})",
+        log_path.display()
+    );
     let started = Instant::now();
-    let status = cmd.status().map_err(|e| format!("cargo fuzz run {target}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cargo fuzz run {target}: {e}"))?;
     let elapsed = started.elapsed().as_secs_f64();
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
     let stats = text

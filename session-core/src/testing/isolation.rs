@@ -35,7 +35,11 @@ async fn barrier(
                 .await
                 .expect("create")
                 .expect("a fresh sentinel id"),
-            Some(v) => match store.update(sentinel, v, &Metadata::new()).await.expect("update") {
+            Some(v) => match store
+                .update(sentinel, v, &Metadata::new())
+                .await
+                .expect("update")
+            {
                 Update::Applied(next) => next,
                 other => panic!("sentinel update: {other:?}"),
             },
@@ -76,7 +80,11 @@ async fn scan_all(store: &dyn SessionStore) -> BTreeSet<SessionId> {
 async fn absent(store: &dyn SessionStore, id: &SessionId, name: &str) {
     assert!(store.load(id).await.unwrap().is_none(), "{name} loads it");
     assert!(store.peek(id).await.unwrap().is_none(), "{name} peeks it");
-    assert_eq!(store.version(id).await.unwrap(), None, "{name} has its version");
+    assert_eq!(
+        store.version(id).await.unwrap(),
+        None,
+        "{name} has its version"
+    );
     assert!(!store.touch(id).await.unwrap(), "{name} touches it");
     assert_eq!(
         store.update(id, Version::INITIAL, &md(name)).await.unwrap(),
@@ -115,9 +123,24 @@ pub async fn assert_isolated(a: &dyn SessionStore, b: &dyn SessionStore) {
     let only_a = SessionId::generate();
     let only_b = SessionId::generate();
     let shared = SessionId::generate();
-    assert!(a.create(&only_a, &md("a"), Ttl::Default).await.unwrap().is_some());
-    assert!(b.create(&only_b, &md("b"), Ttl::Default).await.unwrap().is_some());
-    assert!(a.create(&shared, &md("a"), Ttl::Default).await.unwrap().is_some());
+    assert!(
+        a.create(&only_a, &md("a"), Ttl::Default)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        b.create(&only_b, &md("b"), Ttl::Default)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        a.create(&shared, &md("a"), Ttl::Default)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(
         b.create(&shared, &md("b"), Ttl::Default).await.unwrap(),
         Some(Version::INITIAL),
@@ -129,12 +152,19 @@ pub async fn assert_isolated(a: &dyn SessionStore, b: &dyn SessionStore) {
     assert_eq!(a.load(&only_a).await.unwrap().unwrap().metadata, md("a"));
 
     // The shared id: a's update does not reach b, b's delete does not reach a.
-    let updated = a.update(&shared, Version::INITIAL, &md("a2")).await.unwrap();
+    let updated = a
+        .update(&shared, Version::INITIAL, &md("a2"))
+        .await
+        .unwrap();
     assert_eq!(updated, Update::Applied(Version::new(2)));
     let in_b = b.load(&shared).await.unwrap().expect("b's record");
     assert_eq!((in_b.version, in_b.metadata), (Version::INITIAL, md("b")));
     assert!(b.delete(&shared).await.unwrap());
-    let in_a = a.load(&shared).await.unwrap().expect("a's record survives b's delete");
+    let in_a = a
+        .load(&shared)
+        .await
+        .unwrap()
+        .expect("a's record survives b's delete");
     assert_eq!((in_a.version, in_a.metadata), (Version::new(2), md("a2")));
 
     // Scan.

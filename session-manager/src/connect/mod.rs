@@ -106,13 +106,11 @@ impl ConnectOptions {
             });
         }
         let (options, driver_url) = self.resolve(kind, url)?;
-        let store = options
-            .store_config()
-            .map_err(|e| ConnectError::Store {
-                store: kind.name(),
-                target: session_core::redact_url(url::SplitUrl::new(url).base),
-                source: e.into(),
-            })?;
+        let store = options.store_config().map_err(|e| ConnectError::Store {
+            store: kind.name(),
+            target: session_core::redact_url(url::SplitUrl::new(url).base),
+            source: e.into(),
+        })?;
         Ok(Plan {
             kind,
             options,
