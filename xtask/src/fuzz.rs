@@ -179,7 +179,11 @@ fn run_target(
         for line in tail.iter().rev() {
             eprintln!("    {line}");
         }
-        format!("CRASH ({status}{artifact})")
+        if artifact.is_empty() {
+            format!("FAILED ({status}; no input saved: a build or setup error, see the log)")
+        } else {
+            format!("CRASH ({status}{artifact})")
+        }
     });
     Ok(Outcome {
         target: target.to_owned(),

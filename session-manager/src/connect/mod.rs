@@ -91,7 +91,7 @@ impl ConnectOptions {
             "redis" | "rediss" | "redis+unix" | "unix" => Kind::Redis,
             "postgres" | "postgresql" => Kind::Postgres,
             "sqlite" => Kind::Sqlite,
-            other => return Err(ConnectError::UnsupportedScheme(other.to_owned())),
+            other => return Err(ConnectError::UnsupportedScheme(url::hide_userinfo(other))),
         };
         let feature = match kind {
             Kind::Memory => None,
