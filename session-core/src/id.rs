@@ -12,7 +12,15 @@ pub const MAX_WORKLOAD_ID_LEN: usize = 253;
 
 /// A gateway client session id (the `Mcp-Session-Id` header value).
 ///
-/// New ids are random UUIDv4 strings drawn from the operating system's CSPRNG.
+/// New ids are random UUIDv4 strings: 16 bytes read from the operating
+/// system's CSPRNG (`getrandom`: the `getrandom(2)` system call on Linux)
+/// for every id, of which 122 bits are random (the other 6 mark version 4
+/// and the RFC 9562 variant). Knowing any number of other ids does not
+/// help guess one: 122 bits means about 2^61 live sessions before two ids
+/// are expected to collide, and a guess hits one of `n` live sessions with
+/// probability `n / 2^122`. The bytes come straight from the OS, not from a
+/// user-space generator, whatever features other crates enable on `uuid`.
+///
 /// Parsing accepts what the MCP specification allows in the header: 1 to 128
 /// bytes of visible ASCII (`0x21..=0x7E`), so ids minted by another gateway
 /// can still be looked up. Cloning is cheap (the string is shared).
@@ -30,9 +38,18 @@ pub const MAX_WORKLOAD_ID_LEN: usize = 253;
 pub struct SessionId(Arc<str>);
 
 impl SessionId {
-    /// A new random id (UUIDv4, CSPRNG).
+    /// A new random id: a UUIDv4 whose 122 random bits come from the
+    /// operating system's CSPRNG.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system has no random source to read (no
+    /// `getrandom(2)` or `/dev/urandom`): an id must never be predictable.
     pub fn generate() -> Self {
-        Self(Arc::from(uuid::Uuid::new_v4().to_string()))
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        Self(Arc::from(uuid.hyphenated().to_string()))
     }
 
     /// Parses an id received from a client or read from storage.

@@ -34,6 +34,12 @@ pub const BACKEND_SESSION_PREFIX: &str = "vmcp.backend.session.";
 /// Key of the identity binding.
 pub const IDENTITY_BINDING: &str = "vmcp.identity.binding";
 
+// Every valid workload id fits in a backend-session key.
+const _: () = assert!(
+    BACKEND_SESSION_PREFIX.len() + crate::id::MAX_WORKLOAD_ID_LEN
+        <= crate::metadata::limits::MAX_KEY_LEN
+);
+
 /// The metadata key holding `workload`'s backend session id.
 pub fn backend_session_key(workload: &WorkloadId) -> String {
     format!("{BACKEND_SESSION_PREFIX}{workload}")

@@ -6,6 +6,15 @@ mod change;
 mod clock;
 mod config;
 mod error;
+/// Fuzz-target properties and seed-corpus replay: **not part of the API**
+/// (feature `fuzzing`, for the repository's `fuzz/` package only).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::fuzz::*;
+}
+#[cfg(any(test, feature = "fuzzing"))]
+mod fuzz;
 mod id;
 pub mod keys;
 mod memory;

@@ -10,8 +10,10 @@ use crate::error::MetadataError;
 /// built (so an oversized map never reaches storage) and again when a stored
 /// record is decoded (so a record written by someone else cannot smuggle one in).
 pub mod limits {
-    /// Longest key, in bytes.
-    pub const MAX_KEY_LEN: usize = 256;
+    /// Longest key, in bytes: room for the backend-session key of the
+    /// longest workload id (`vmcp.backend.session.` + 253 bytes = 274), so
+    /// every valid workload can record its backend session id.
+    pub const MAX_KEY_LEN: usize = 512;
     /// Longest value, in bytes.
     pub const MAX_VALUE_LEN: usize = 8 * 1024;
     /// Most entries in one map.
@@ -24,7 +26,7 @@ pub mod limits {
 /// cheap to clone (shared behind an `Arc`), with its JSON encoding computed
 /// once when it is built. Changes produce a new map.
 ///
-/// Keys are 1..=256 bytes without control characters, values at most 8 KiB,
+/// Keys are 1..=512 bytes without control characters, values at most 8 KiB,
 /// at most 512 entries and 64 KiB of JSON (see [`limits`]).
 ///
 /// ```

@@ -106,3 +106,18 @@ mod real_clock {
 
     session_core::store_contract_tests!(RealClockHarness);
 }
+
+/// The namespace-isolation check passes on two separate stores and fails
+/// when both "namespaces" are one store (so it can see a leak).
+#[tokio::test]
+async fn isolation_check_passes_on_separate_stores_and_catches_a_shared_one() {
+    use session_core::testing::isolation::assert_isolated;
+    let a = MemoryStore::new(StoreConfig::default());
+    let b = MemoryStore::new(StoreConfig::default());
+    assert_isolated(&a, &b).await;
+    let shared = tokio::spawn(async move { assert_isolated(&a, &a.clone()).await }).await;
+    assert!(
+        shared.is_err_and(|e| e.is_panic()),
+        "one store seen as two namespaces passed"
+    );
+}

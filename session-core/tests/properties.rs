@@ -147,3 +147,40 @@ fn validate_names_the_broken_invariant() {
     assert!(Binding::identity("", "x").is_err());
     assert!(Binding::identity("i", "a\0b").is_err());
 }
+
+/// Found by fuzzing (`workload_id`): a workload id of 236..=253 bytes was
+/// valid, but its backend-session key (`vmcp.backend.session.` + id) broke
+/// the 256-byte key limit, so such a backend could be listed but never
+/// given a session id. The key limit now fits the longest workload id.
+#[test]
+fn the_longest_workload_id_records_a_backend_session() {
+    let w = WorkloadId::parse(&"w".repeat(session_core::MAX_WORKLOAD_ID_LEN)).unwrap();
+    let md = keys::with_backend(&Metadata::new(), &w, "backend-session").unwrap();
+    assert_eq!(keys::backend_session(&md, &w), Some("backend-session"));
+    keys::validate(&md).unwrap();
+    let stored = Metadata::from_json(md.json()).unwrap();
+    assert_eq!(stored, md);
+}
+
+/// Generated ids are distinct, 36 characters, lowercase hex with hyphens
+/// at 8, 13, 18 and 23, version nibble 4 and an RFC 9562 variant nibble
+/// (`8`, `9`, `a` or `b`): the layout whose other 122 bits are random.
+#[test]
+fn generated_session_ids_are_distinct_uuid_v4_strings() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20_000 {
+        let id = SessionId::generate();
+        let s = id.as_str();
+        assert_eq!(s.len(), 36, "{s}");
+        for (i, c) in s.char_indices() {
+            match i {
+                8 | 13 | 18 | 23 => assert_eq!(c, '-', "{s}"),
+                14 => assert_eq!(c, '4', "{s}"),
+                19 => assert!(matches!(c, '8' | '9' | 'a' | 'b'), "{s}"),
+                _ => assert!(matches!(c, '0'..='9' | 'a'..='f'), "{s}"),
+            }
+        }
+        assert_eq!(SessionId::parse(s).unwrap(), id);
+        assert!(seen.insert(s.to_owned()), "a repeated id: {s}");
+    }
+}

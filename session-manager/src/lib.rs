@@ -7,6 +7,13 @@ mod closer;
 mod connect;
 mod error;
 mod factory;
+/// Fuzz-target properties: **not part of the API** (feature `fuzzing`,
+/// for the repository's `fuzz/` package only).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::connect::fuzz::*;
+}
 mod manager;
 pub mod metrics;
 mod policy;

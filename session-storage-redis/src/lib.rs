@@ -5,6 +5,15 @@ mod changes;
 mod config;
 mod connection;
 mod error;
+/// Fuzz-target properties: **not part of the API** (feature `fuzzing`,
+/// for the repository's `fuzz/` package only).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::fuzz::*;
+}
+#[cfg(any(test, feature = "fuzzing"))]
+mod fuzz;
 mod keys;
 mod legacy;
 mod record;

@@ -121,7 +121,7 @@ pub(crate) fn decode(key: &str, raw: &[u8]) -> Result<(Header, Metadata)> {
 }
 
 /// Encodes a record (the scripts build the same bytes on the server).
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode(
     version: Version,
     created_ms: u64,
@@ -220,5 +220,48 @@ mod tests {
             reason(decode("k", long.as_bytes())),
             CorruptRecord::WrongType(_)
         ));
+    }
+
+    proptest::proptest! {
+        /// Any valid header and metadata encode to a record that decodes
+        /// to the same values, from the whole string and from the first
+        /// `HEADER_MAX` bytes alone (what `version` reads).
+        #[test]
+        fn header_round_trips(
+            version in 1..=Version::MAX.get(),
+            created in 0..=999_999_999_999_999u64,
+            ttl in 1..=999_999_999_999_999u64,
+            map in proptest::collection::btree_map("[a-z.]{1,12}", "\\PC{0,20}", 0..6),
+        ) {
+            let md = Metadata::from_map(map).unwrap();
+            let raw = encode(Version::new(version), created, ttl, md.json());
+            let (h, m) = decode("k", &raw).unwrap();
+            proptest::prop_assert_eq!((h.version.get(), h.ttl_ms, &m), (version, ttl, &md));
+            let head = decode_header("k", &raw[..raw.len().min(HEADER_MAX)]).unwrap();
+            proptest::prop_assert_eq!(head, h);
+            proptest::prop_assert_eq!(&raw[h.len..], md.json().as_bytes());
+        }
+
+        /// A header with any one byte changed decodes to the same values
+        /// or is refused as corrupt, naming the key; never a panic.
+        #[test]
+        fn a_changed_header_byte_is_refused_or_harmless(
+            version in 1..=Version::MAX.get(),
+            ttl in 1..=999_999u64,
+            at in 0usize..40,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut raw = encode(Version::new(version), 17, ttl, "{}");
+            let at = at % raw.len();
+            raw[at] = byte;
+            match decode("k", &raw) {
+                Ok((h, m)) => {
+                    proptest::prop_assert!(h.version.get() >= 1 && h.ttl_ms >= 1);
+                    proptest::prop_assert_eq!(m.json().as_bytes(), &raw[h.len..]);
+                }
+                Err(Error::Corrupt { key, .. }) => proptest::prop_assert_eq!(key, "k"),
+                Err(other) => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
     }
 }

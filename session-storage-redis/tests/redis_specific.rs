@@ -706,6 +706,18 @@ async fn prefix_isolation_change_stream<B: Backend>(h: Arc<RedisHarness<B>>) {
     h.clean(&pb).await;
 }
 
+/// Every method, scan and the change stream at once, with the same id in
+/// both prefixes (`session_core::testing::isolation`).
+async fn prefix_isolation_every_method<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let pa = format!("{}a:", h.prefix);
+    let pb = format!("{}b:", h.prefix);
+    let a = h.store_with_prefix(&pa, long()).await;
+    let b = h.store_with_prefix(&pb, long()).await;
+    session_core::testing::isolation::assert_isolated(&a, &b).await;
+    h.clean(&pa).await;
+    h.clean(&pb).await;
+}
+
 /// The header of the record string at `key`, split at its spaces:
 /// `["s1", version, created, ttl]`.
 async fn header<B: Backend>(h: &RedisHarness<B>, key: &str) -> Vec<String> {
@@ -1047,6 +1059,7 @@ macro_rules! all_cases {
             prefix_isolation,
             prefix_isolation_scan,
             prefix_isolation_change_stream,
+            prefix_isolation_every_method,
             expiry_fields_on_the_server,
             change_stream_ends_with_the_store,
             load_slide_is_throttled,

@@ -9,6 +9,15 @@
 mod cleanup;
 mod config;
 mod error;
+/// Fuzz-target properties: **not part of the API** (feature `fuzzing`,
+/// for the repository's `fuzz/` package only).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::fuzz::*;
+}
+#[cfg(any(test, feature = "fuzzing"))]
+mod fuzz;
 mod ident;
 #[cfg(feature = "postgres")]
 mod listener;

@@ -143,6 +143,25 @@ fn schemas_and_tables_are_isolated() {
     });
 }
 
+/// Every method, scan and the change stream, for two schemas and for two
+/// tables of one schema (`session_core::testing::isolation`).
+#[test]
+fn schemas_and_tables_are_isolated_for_every_method_scan_and_stream() {
+    with_schema(|url, schema, admin| async move {
+        let other_schema = pg::schema_name();
+        let a = connect(&url, &schema, StoreConfig::default()).await;
+        let b = connect(&url, &other_schema, StoreConfig::default()).await;
+        session_core::testing::isolation::assert_isolated(&a, &b).await;
+        let c = PostgresStore::connect(
+            pg::config(&url, &schema, StoreConfig::default()).table("other"),
+        )
+        .await
+        .unwrap();
+        session_core::testing::isolation::assert_isolated(&a, &c).await;
+        pg::drop_schema(&admin, &other_schema).await;
+    });
+}
+
 #[test]
 fn invalid_identifiers_are_rejected_before_connecting() {
     let rt = tokio::runtime::Builder::new_current_thread()

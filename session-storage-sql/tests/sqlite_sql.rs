@@ -104,6 +104,23 @@ fn tables_are_isolated() {
     });
 }
 
+/// Every method, scan and the change stream, for two tables of one file
+/// (`session_core::testing::isolation`).
+#[test]
+fn tables_are_isolated_for_every_method_scan_and_stream() {
+    with_file(|path| async move {
+        let a = SqliteStore::open(SqliteConfig::file(&path).table("a"))
+            .await
+            .unwrap();
+        let b = SqliteStore::open(SqliteConfig::file(&path).table("b"))
+            .await
+            .unwrap();
+        session_core::testing::isolation::assert_isolated(&a, &b).await;
+        a.pool().close().await;
+        b.pool().close().await;
+    });
+}
+
 #[test]
 fn cleanup_removes_only_expired_rows() {
     with_file(|path| async move {

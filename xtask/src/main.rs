@@ -29,8 +29,15 @@
 //!   [--seed N] [--release]`: builds and runs `session-soak` (package
 //!   `soak/`): three managers under a mixed workload with an invariant
 //!   checker; exits non-zero on any violation.
+//! - `fuzz [--secs N] [TARGET ...]`: builds the cargo-fuzz package `fuzz/`
+//!   (outside the workspace) with the nightly toolchain and runs every
+//!   target, or those named, for `N` seconds each (default 60); prints a
+//!   summary line per target and fails on a crash (see `fuzz.rs`). Needs
+//!   `rustup toolchain install nightly` and `cargo install cargo-fuzz`.
+//!   `test` replays the committed seeds without them.
 
 mod bench_report;
+mod fuzz;
 mod msrv;
 mod release;
 
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
         Some("release") => release_cmd(&args[1..]),
         Some("bench-report") => bench_report_files(),
         Some("soak") => soak(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..], &root()),
         Some("bench") => {
             let report = args[1..].iter().any(|a| a == "--report");
             if let Some(unknown) = args[1..]
@@ -67,7 +75,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|scale|gateway|peers] [--report] | bench-report | soak --duration SECS --store URL [--concurrency N] [--faults] [--seed N] [--release]"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|scale|gateway|peers] [--report] | bench-report | soak --duration SECS --store URL [--concurrency N] [--faults] [--seed N] [--release] | fuzz [--secs N] [TARGET ...]"
             );
             return ExitCode::from(2);
         }

@@ -10,7 +10,9 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-/// Captured spans and events, one line each. Install it for the current
+/// Captured spans and events, one line each: `span LEVEL TARGET NAME
+/// fields...`, `event LEVEL TARGET fields...`, or `record fields...` (a
+/// span's later fields). Install it for the current
 /// thread with [`set_default`](Self::set_default) (use a current-thread
 /// runtime so spawned tasks log on the same thread).
 #[derive(Clone, Default)]
@@ -73,7 +75,8 @@ impl Subscriber for CapturedLogs {
     }
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
-        let mut line = format!("span {}", attrs.metadata().name());
+        let meta = attrs.metadata();
+        let mut line = format!("span {} {} {}", meta.level(), meta.target(), meta.name());
         attrs.record(&mut Line(&mut line));
         self.push(line);
         Id::from_u64(self.ids.fetch_add(1, Ordering::Relaxed) + 1)

@@ -11,6 +11,7 @@
 //! harness is torn down whether the case passes or panics.
 
 pub mod cases;
+pub mod isolation;
 pub mod logs;
 
 use std::future::Future;

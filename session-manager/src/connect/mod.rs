@@ -4,6 +4,8 @@
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod cleanup;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod options;
 mod url;
 
@@ -65,6 +67,21 @@ impl ConnectOptions {
     /// Opens the store `url` names (see [`connect`]), with these options
     /// over those in the URL's query.
     pub async fn connect(&self, url: &str) -> Result<Arc<dyn SessionStore>, ConnectError> {
+        let plan = self.plan(url)?;
+        let failed = |source: session_core::Error| ConnectError::Store {
+            store: plan.kind.name(),
+            target: session_core::redact_url(url::SplitUrl::new(url).base),
+            source,
+        };
+        open(plan.kind, &plan.options, &plan.driver_url, plan.store)
+            .await
+            .map_err(failed)
+    }
+
+    /// Everything [`connect`](Self::connect) decides before it dials: the
+    /// kind of store, the options (these over the URL's), the URL the
+    /// driver gets and the expiry settings. Pure: no I/O.
+    pub(crate) fn plan(&self, url: &str) -> Result<Plan, ConnectError> {
         let Some(scheme) = url::scheme(url) else {
             // Redacted: the URL may hold a password (`user:pw@host`).
             return Err(ConnectError::NoScheme(session_core::redact_url(url)));
@@ -74,7 +91,7 @@ impl ConnectOptions {
             "redis" | "rediss" | "redis+unix" | "unix" => Kind::Redis,
             "postgres" | "postgresql" => Kind::Postgres,
             "sqlite" => Kind::Sqlite,
-            other => return Err(ConnectError::UnsupportedScheme(other.to_owned())),
+            other => return Err(ConnectError::UnsupportedScheme(url::hide_userinfo(other))),
         };
         let feature = match kind {
             Kind::Memory => None,
@@ -88,14 +105,18 @@ impl ConnectOptions {
                 feature,
             });
         }
-        let (opts, driver_url) = self.resolve(kind, url)?;
-        let failed = |source: session_core::Error| ConnectError::Store {
+        let (options, driver_url) = self.resolve(kind, url)?;
+        let store = options.store_config().map_err(|e| ConnectError::Store {
             store: kind.name(),
             target: session_core::redact_url(url::SplitUrl::new(url).base),
-            source,
-        };
-        let store = opts.store_config().map_err(|e| failed(e.into()))?;
-        open(kind, &opts, &driver_url, store).await.map_err(failed)
+            source: e.into(),
+        })?;
+        Ok(Plan {
+            kind,
+            options,
+            driver_url,
+            store,
+        })
     }
 
     /// The expiry settings.
@@ -121,6 +142,19 @@ impl ConnectOptions {
             ..default
         })
     }
+}
+
+/// What [`ConnectOptions::plan`] decided for a URL.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The kind of store the scheme names.
+    pub(crate) kind: Kind,
+    /// The options in effect.
+    pub(crate) options: ConnectOptions,
+    /// The URL the driver gets (our options taken off).
+    pub(crate) driver_url: String,
+    /// The expiry settings.
+    pub(crate) store: StoreConfig,
 }
 
 /// Opens a store of `kind` at `url` (the driver's URL, our options taken

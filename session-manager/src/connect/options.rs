@@ -107,7 +107,7 @@ impl Kind {
     }
 
     /// Our options this store takes.
-    fn ours(self) -> &'static [&'static str] {
+    pub(crate) fn ours(self) -> &'static [&'static str] {
         match self {
             Kind::Memory => &["ttl", "max_lifetime"],
             Kind::Redis => &[
@@ -195,7 +195,7 @@ impl Kind {
     fn unknown(self, option: impl Into<String>) -> ConnectError {
         ConnectError::UnknownOption {
             store: self.name(),
-            option: option.into(),
+            option: url::hide_userinfo(&option.into()),
             accepted: self.accepted(),
         }
     }
@@ -392,17 +392,42 @@ impl ConnectOptions {
     /// returned; an option neither we nor the driver read is an error.
     pub(crate) fn resolve(&self, kind: Kind, url: &str) -> Result<(Self, String), ConnectError> {
         let split = SplitUrl::new(url);
+        // An `@` in the query of a URL whose base has none is userinfo that
+        // spilled out of the authority (a password with a raw `?`:
+        // `redis://u:ab?cd&ef@host`): no part of the query may be echoed.
+        let spilled = !split.base.contains('@') && split.pairs.iter().any(|p| p.contains('@'));
+        let hidden = |err: ConnectError| {
+            match err {
+            ConnectError::UnknownOption { store, accepted, .. } if spilled => {
+                ConnectError::UnknownOption {
+                    store,
+                    option: "*** (the query holds an `@`: percent-encode `?`, `#`, `/` and `@` in a password)".to_owned(),
+                    accepted,
+                }
+            }
+            ConnectError::InvalidOption {
+                option, expected, ..
+            } if spilled => ConnectError::InvalidOption {
+                option,
+                value: "***".to_owned(),
+                expected,
+            },
+            other => other,
+        }
+        };
         let mut from_url = Self::default();
         let mut kept = Vec::new();
         for pair in &split.pairs {
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = url::decode(raw_key);
             if let Some(&name) = kind.ours().iter().find(|n| **n == key) {
-                from_url.set_from_url(name, &url::decode(raw_value))?;
+                from_url
+                    .set_from_url(name, &url::decode(raw_value))
+                    .map_err(hidden)?;
             } else if kind.driver_reads(&key) {
                 kept.push(*pair);
             } else {
-                return Err(kind.unknown(key));
+                return Err(hidden(kind.unknown(key)));
             }
         }
         let merged = self.over(from_url);
@@ -466,6 +491,26 @@ mod tests {
                 .contains("unknown option `prefix` for a postgres store"),
             "{err}"
         );
+    }
+
+    /// Found by the `connect_url` fuzz target: a password with a raw `?`
+    /// (or one before a scheme) put its tail in the query, and the error
+    /// naming the "unknown option" showed it.
+    #[test]
+    fn userinfo_spilled_into_the_query_is_not_shown() {
+        for url in [
+            "redis://user:ab?cdSECRET@host/0",
+            "redis://user:ab?ttl=cdSECRET@host/0",
+            "postgres://u:x?y&cdSECRET@db/app",
+            "user:cdSECRET@db://host",
+        ] {
+            let err = ConnectOptions::new().plan(url).unwrap_err();
+            let shown = format!("{err}\n{err:?}");
+            for part in ["cdSECRET", "`y`", "\"y\""] {
+                assert!(!shown.contains(part), "{url}: {shown}");
+            }
+            assert!(shown.contains("***"), "{url}: {shown}");
+        }
     }
 
     #[test]

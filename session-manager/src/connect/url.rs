@@ -82,8 +82,21 @@ fn hex(b: u8) -> Option<u8> {
 fn invalid(option: &'static str, value: &str, expected: &'static str) -> ConnectError {
     ConnectError::InvalidOption {
         option,
-        value: value.to_owned(),
+        value: hide_userinfo(value),
         expected,
+    }
+}
+
+/// `text` as an error may show it: when it holds an `@`, everything before
+/// the last one is replaced by `***`. No option name or value we read
+/// contains an `@`; one that does is userinfo that spilled out of the
+/// authority (a password with a raw `?`, `#` or `/`, such as
+/// `redis://u:ab?cd@host`, puts `cd@host` in the query), and must not be
+/// echoed. Found by the `connect_url` fuzz target.
+pub(crate) fn hide_userinfo(text: &str) -> String {
+    match text.rfind('@') {
+        Some(at) => format!("***{}", &text[at..]),
+        None => text.to_owned(),
     }
 }
 

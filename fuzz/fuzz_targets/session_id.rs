@@ -1,0 +1,5 @@
+//! `session_id`: the properties of `session_core::__fuzz::session_id` on libFuzzer's inputs
+//! (seeds in `fuzz/corpus/session_id/`, replayed by session_core's unit tests).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| session_core::__fuzz::session_id(data));
