@@ -309,15 +309,29 @@ impl Slot {
         mgr: &Manager,
         live: &LiveSession,
     ) -> Result<Arc<Upstream>, BackendFailure> {
-        let w = &self.spec.name;
-        let http = mgr.factory().http();
-        let mut held = self.held.lock().await;
+        let held = self.held.lock().await;
         if let Some(h) = held.as_ref()
             && (h.version > live.version()
                 || live.metadata().get(&self.session_key) == Some(h.conn.session_id.as_str()))
         {
             return Ok(h.conn.clone());
         }
+        // Boxed: this rare path (a handshake, a CAS) is most of the size
+        // of every tool call's future, which rmcp spawns (and so copies)
+        // per request.
+        Box::pin(self.follow(mgr, live, held)).await
+    }
+
+    /// The slot's client is not on the backend session `live` names (or
+    /// there is none): resume the named one, or open and record one.
+    async fn follow(
+        &self,
+        mgr: &Manager,
+        live: &LiveSession,
+        mut held: tokio::sync::MutexGuard<'_, Option<Held>>,
+    ) -> Result<Arc<Upstream>, BackendFailure> {
+        let w = &self.spec.name;
+        let http = mgr.factory().http();
         let (want, init) = stored_backend(live.metadata(), w);
         let replaced = held.take();
         let out = match (want, init) {
@@ -521,7 +535,8 @@ where
         match f(conn.clone()).await {
             Ok(v) => Ok((v, Outcome::Ok)),
             Err(CallError::SessionExpired) => {
-                let conn = slot.heal(mgr, live.id(), &conn.session_id).await?;
+                // Boxed like `Slot::follow`: rare, and large.
+                let conn = Box::pin(slot.heal(mgr, live.id(), &conn.session_id)).await?;
                 match f(conn).await {
                     Ok(v) => Ok((v, Outcome::Healed)),
                     Err(e) => Err(failed(e)),
