@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use futures_util::{StreamExt, stream};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -112,23 +113,30 @@ async fn fake(State(f): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Re
         "gone" => StatusCode::NOT_FOUND.into_response(),
         "boom" => (StatusCode::INTERNAL_SERVER_ERROR, "it broke").into_response(),
         "sse" => {
-            // The response only comes once our ping was answered (or after
-            // 5 s, with an error instead, so a missing answer fails the test).
-            let answered = tokio::time::timeout(Duration::from_secs(5), f.pinged.notified())
-                .await
-                .is_ok();
-            let last = if answered {
-                result
-            } else {
-                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -1, "message": "ping not answered"}})
-            };
-            let body = format!(
-                "id: 0\ndata:\n\ndata: {}\n\ndata: {}\n\ndata: {}\n\n",
+            // The response only follows once our ping was answered (or
+            // after 5 s, as an error, so a missing answer fails the test).
+            let first = format!(
+                "id: 0\ndata:\n\ndata: {}\n\ndata: {}\n\n",
                 json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}),
                 json!({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"}),
-                last
             );
-            ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+            let last = async move {
+                let answered = tokio::time::timeout(Duration::from_secs(5), f.pinged.notified())
+                    .await
+                    .is_ok();
+                let last = if answered {
+                    result
+                } else {
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -1, "message": "ping not answered"}})
+                };
+                Ok::<_, std::io::Error>(format!("data: {last}\n\n"))
+            };
+            let body = stream::once(std::future::ready(Ok(first))).chain(stream::once(last));
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(body),
+            )
+                .into_response()
         }
         _ => StatusCode::BAD_REQUEST.into_response(),
     }
