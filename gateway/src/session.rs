@@ -78,7 +78,9 @@ struct Held {
 /// its worker task) is dropped: it was needed for the handshake only, and
 /// its drop never deletes the backend session.
 fn direct(http: &reqwest::Client, url: &str, conn: Conn) -> Result<Upstream, ConnectError> {
-    Upstream::new(http, url, &conn.session_id, &conn.init_json)
+    let up = Upstream::new(http, url, &conn.session_id, &conn.init_json);
+    drop(conn);
+    up
 }
 
 /// One backend of one live session.
@@ -337,7 +339,6 @@ impl Slot {
         let out = match (want, init) {
             (Some(sid), Some(init)) => {
                 self.resume_into(http, &mut held, &sid, &init, live.version())
-                    .await
             }
             (old, _) => {
                 self.install_fresh(mgr, live.id(), old.as_deref(), &mut held)
@@ -385,7 +386,6 @@ impl Slot {
             (Some(s), Some(init)) if s != expired => {
                 tracing::info!(backend = %w, session_id = %id, "adopting a backend session healed by another node");
                 self.resume_into(http, &mut held, &s, &init, snap.version)
-                    .await
             }
             _ => {
                 tracing::info!(backend = %w, session_id = %id, "backend session expired; re-initializing");
@@ -458,12 +458,11 @@ impl Slot {
             });
         };
         self.resume_into(http, held, &winner, &winner_init, snap.version)
-            .await
     }
 
     /// Resumes the recorded backend session `sid` (answered `init` to
     /// `initialize`) and holds it as serving `version`.
-    async fn resume_into(
+    fn resume_into(
         &self,
         http: &reqwest::Client,
         held: &mut Option<Held>,

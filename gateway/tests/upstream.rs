@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use futures_util::{StreamExt, stream};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::{any, call, client, text_of};
+use futures_util::{StreamExt, stream};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 use session_gateway::demo::DemoBackend;
@@ -27,7 +27,10 @@ use tokio::sync::Notify;
 const INIT: &str = r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"fake","version":"1"}}"#;
 
 fn params(name: &str, args: Value) -> CallToolRequestParams {
-    CallToolRequestParams::new(name.to_owned()).with_arguments(args.as_object().unwrap().clone())
+    let Value::Object(args) = args else {
+        panic!("arguments are an object")
+    };
+    CallToolRequestParams::new(name.to_owned()).with_arguments(args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,14 +40,14 @@ async fn direct_calls_share_the_backend_session_and_a_forgotten_one_is_expired()
     let http = reqwest::Client::new();
     let up = Upstream::new(&http, &math.url(), &conn.session_id, &conn.init_json).unwrap();
     for want in ["1", "2"] {
-        let r = up
-            .call_tool(&params("counter", json!({})))
-            .await
-            .unwrap();
+        let r = up.call_tool(&params("counter", json!({}))).await.unwrap();
         assert_eq!(text_of(&r), want);
     }
     // The same backend session as rmcp's client on it.
-    assert_eq!(text_of(&call(&conn, "counter", json!({})).await.unwrap()), "3");
+    assert_eq!(
+        text_of(&call(&conn, "counter", json!({})).await.unwrap()),
+        "3"
+    );
     let r = up
         .call_tool(&params("add", json!({"a": 2, "b": 5})))
         .await
@@ -89,10 +92,10 @@ async fn fake(State(f): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Re
             .unwrap_or("")
             .to_owned()
     };
-    f.headers.lock().unwrap().push((
-        h("mcp-session-id"),
-        h("mcp-protocol-version"),
-    ));
+    f.headers
+        .lock()
+        .unwrap()
+        .push((h("mcp-session-id"), h("mcp-protocol-version")));
     if msg.get("method").is_none() {
         // Our ping's answer.
         f.pongs.lock().unwrap().push(msg);
@@ -145,7 +148,9 @@ async fn fake(State(f): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_in_json_or_sse_with_a_backend_request_first_and_errors_are_typed() {
     let f = Arc::new(Fake::default());
-    let app = Router::new().route("/mcp", post(fake)).with_state(f.clone());
+    let app = Router::new()
+        .route("/mcp", post(fake))
+        .with_state(f.clone());
     let listener = tokio::net::TcpListener::bind(any()).await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -154,10 +159,13 @@ async fn answers_in_json_or_sse_with_a_backend_request_first_and_errors_are_type
 
     let r = up.call_tool(&params("json", json!({}))).await.unwrap();
     assert_eq!(text_of(&r), "json");
-    let r = tokio::time::timeout(Duration::from_secs(30), up.call_tool(&params("sse", json!({}))))
-        .await
-        .expect("no hang")
-        .unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        up.call_tool(&params("sse", json!({}))),
+    )
+    .await
+    .expect("no hang")
+    .unwrap();
     assert_eq!(text_of(&r), "sse");
     assert_eq!(
         f.pongs.lock().unwrap().as_slice(),
@@ -180,7 +188,10 @@ async fn answers_in_json_or_sse_with_a_backend_request_first_and_errors_are_type
     }
     // Every request carried the backend session and the negotiated version.
     for (sid, version) in f.headers.lock().unwrap().iter() {
-        assert_eq!((sid.as_str(), version.as_str()), ("backend-sid", "2025-06-18"));
+        assert_eq!(
+            (sid.as_str(), version.as_str()),
+            ("backend-sid", "2025-06-18")
+        );
     }
     server.abort();
 }
