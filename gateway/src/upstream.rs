@@ -44,6 +44,18 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 const MAX_PAGES: usize = 100;
 
 /// One backend session, called directly.
+///
+/// ```
+/// use session_gateway::upstream::Upstream;
+///
+/// let http = reqwest::Client::new();
+/// let init = r#"{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"math","version":"1"}}"#;
+/// // Resuming a stored backend session makes no request.
+/// let up = Upstream::new(&http, "http://127.0.0.1:9001/mcp", "backend-sid", init).unwrap();
+/// assert_eq!(up.session_id, "backend-sid");
+/// // What was stored must be an `initialize` answer.
+/// assert!(Upstream::new(&http, "http://127.0.0.1:9001/mcp", "backend-sid", "{}").is_err());
+/// ```
 #[derive(Debug)]
 pub struct Upstream {
     /// The backend session id.
