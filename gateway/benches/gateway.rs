@@ -5,6 +5,13 @@
 //! push). Run: `cargo xtask bench gateway` or
 //! `cargo bench -p session-gateway --features redis --bench gateway`.
 //! `GATEWAY_BENCH_SECS` sets the measuring time per case (default 3).
+//!
+//! For instruction counts (`valgrind --tool=callgrind`), which the shared
+//! machine's load does not move: `GATEWAY_BENCH_CALLS=N` makes every client
+//! do exactly N calls instead of running for a time,
+//! `GATEWAY_BENCH_CLIENTS=1` (or `32`) runs one concurrency only and
+//! `GATEWAY_BENCH_ONLY=direct|memory` one case only. Instructions per call
+//! = (Ir at 2N − Ir at N) / N / clients (setup cancels out).
 #![allow(missing_docs)]
 
 use std::net::SocketAddr;
@@ -28,7 +35,45 @@ struct Row {
     p99: Duration,
 }
 
-async fn drive(url: &str, clients: usize, tool: &str, secs: f64) -> (usize, f64, Vec<Duration>) {
+/// How long each client calls: for a time, or a fixed number of calls.
+#[derive(Clone, Copy)]
+enum Amount {
+    Secs(f64),
+    Calls(usize),
+}
+
+fn amount() -> Amount {
+    let env = |k: &str| std::env::var(k).ok();
+    match env("GATEWAY_BENCH_CALLS").and_then(|s| s.parse().ok()) {
+        Some(n) => Amount::Calls(n),
+        None => Amount::Secs(
+            env("GATEWAY_BENCH_SECS")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(3.0),
+        ),
+    }
+}
+
+fn concurrencies() -> Vec<usize> {
+    match std::env::var("GATEWAY_BENCH_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(n) => vec![n],
+        None => vec![1, 32],
+    }
+}
+
+fn runs(case: &str) -> bool {
+    std::env::var("GATEWAY_BENCH_ONLY").map_or(true, |only| only == case)
+}
+
+async fn drive(
+    url: &str,
+    clients: usize,
+    tool: &str,
+    amount: Amount,
+) -> (usize, f64, Vec<Duration>) {
     let http = reqwest::Client::new();
     let mut conns = Vec::new();
     for _ in 0..clients {
@@ -44,7 +89,14 @@ async fn drive(url: &str, clients: usize, tool: &str, secs: f64) -> (usize, f64,
         );
         c.peer().call_tool(p).await.expect("warm-up call");
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let deadline = match amount {
+        Amount::Secs(secs) => Some(Instant::now() + Duration::from_secs_f64(secs)),
+        Amount::Calls(_) => None,
+    };
+    let calls = match amount {
+        Amount::Calls(n) => n,
+        Amount::Secs(_) => usize::MAX,
+    };
     let started = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
@@ -56,7 +108,7 @@ async fn drive(url: &str, clients: usize, tool: &str, secs: f64) -> (usize, f64,
                     .as_object()
                     .unwrap()
                     .clone();
-                while Instant::now() < deadline {
+                while lat.len() < calls && deadline.is_none_or(|d| Instant::now() < d) {
                     let t = Instant::now();
                     let p = CallToolRequestParams::new(tool.clone()).with_arguments(args.clone());
                     let r = c.peer().call_tool(p).await.expect("call");
@@ -94,7 +146,7 @@ async fn gateway_case(
     store: Arc<dyn SessionStore>,
     policy: ValidationPolicy,
     math: &DemoBackend,
-    secs: f64,
+    amount: Amount,
 ) {
     let mut cfg = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -103,11 +155,11 @@ async fn gateway_case(
     };
     cfg.add_backend("math", &math.url()).unwrap();
     let n = node::start(cfg, store, None).await.unwrap();
-    for clients in [1, 32] {
+    for clients in concurrencies() {
         rows.push(row(
             name,
             clients,
-            drive(&n.url(), clients, "math__add", secs).await,
+            drive(&n.url(), clients, "math__add", amount).await,
         ));
     }
     n.shutdown().await;
@@ -115,34 +167,35 @@ async fn gateway_case(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let secs: f64 = std::env::var("GATEWAY_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+    let amount = amount();
     let math = DemoBackend::start("math", SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
     let mut rows = Vec::new();
-    for clients in [1, 32] {
-        rows.push(row(
-            "direct to backend",
-            clients,
-            drive(&math.url(), clients, "add", secs).await,
-        ));
+    if runs("direct") {
+        for clients in concurrencies() {
+            rows.push(row(
+                "direct to backend",
+                clients,
+                drive(&math.url(), clients, "add", amount).await,
+            ));
+        }
     }
-    let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
-    gateway_case(
-        &mut rows,
-        "gateway, memory, push",
-        memory,
-        ValidationPolicy::Push,
-        &math,
-        secs,
-    )
-    .await;
+    if runs("memory") {
+        let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
+        gateway_case(
+            &mut rows,
+            "gateway, memory, push",
+            memory,
+            ValidationPolicy::Push,
+            &math,
+            amount,
+        )
+        .await;
+    }
     #[cfg(feature = "redis")]
     match std::env::var("SESSION_TEST_REDIS_URL") {
-        Ok(url) => {
+        Ok(url) if runs("redis") => {
             for (name, policy) in [
                 (
                     "gateway, redis, every-access",
@@ -157,7 +210,7 @@ async fn main() {
                 .await
                 .expect("connect to Redis");
                 let store: Arc<dyn SessionStore> = Arc::new(store);
-                gateway_case(&mut rows, name, store.clone(), policy, &math, secs).await;
+                gateway_case(&mut rows, name, store.clone(), policy, &math, amount).await;
                 // The bench's sessions are terminated by nobody: remove them.
                 let mut cursor = None;
                 loop {
@@ -172,6 +225,7 @@ async fn main() {
                 }
             }
         }
+        Ok(_) => {}
         Err(_) => eprintln!("SESSION_TEST_REDIS_URL unset: Redis cases skipped"),
     }
     #[cfg(not(feature = "redis"))]
@@ -187,34 +241,28 @@ async fn main() {
             r.case, r.clients, r.calls, r.per_sec, r.p50, r.p99
         );
     }
-    let direct32 = rows
-        .iter()
-        .find(|r| r.case.starts_with("direct") && r.clients == 32)
-        .unwrap()
-        .per_sec;
+    let per_sec = |case: &str, clients: usize| {
+        rows.iter()
+            .find(|r| r.case.starts_with(case) && r.clients == clients)
+            .map(|r| r.per_sec)
+    };
     for r in rows.iter().filter(|r| r.case.starts_with("gateway")) {
-        let direct = rows
-            .iter()
-            .find(|d| d.case.starts_with("direct") && d.clients == r.clients)
-            .unwrap()
-            .per_sec;
+        if let Some(direct) = per_sec("direct", r.clients) {
+            println!(
+                "{} at {} client(s): {:.2}x direct",
+                r.case,
+                r.clients,
+                r.per_sec / direct
+            );
+        }
+    }
+    if let (Some(mem32), Some(direct32)) = (per_sec("gateway, memory", 32), per_sec("direct", 32)) {
+        let ratio = mem32 / direct32;
         println!(
-            "{} at {} client(s): {:.2}x direct",
-            r.case,
-            r.clients,
-            r.per_sec / direct
+            "target: gateway >= 0.5x direct at 32 clients on memory: {:.2}x -> {}",
+            ratio,
+            if ratio >= 0.5 { "met" } else { "NOT met" }
         );
     }
-    let mem32 = rows
-        .iter()
-        .find(|r| r.case == "gateway, memory, push" && r.clients == 32)
-        .unwrap()
-        .per_sec;
-    let ratio = mem32 / direct32;
-    println!(
-        "target: gateway >= 0.5x direct at 32 clients on memory: {:.2}x -> {}",
-        ratio,
-        if ratio >= 0.5 { "met" } else { "NOT met" }
-    );
     math.stop().await;
 }

@@ -8,6 +8,10 @@
 //! and the stored session id, and its `delete_session` is a no-op. Backend
 //! sessions are deleted explicitly ([`delete_backend_session`]) when the
 //! client session is terminated.
+//!
+//! The gateway uses this client for the handshake only (and the tests and
+//! the bench as their MCP client); its per-call requests go straight to
+//! the backend session ([`crate::upstream`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +29,7 @@ use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
     StreamableHttpError, StreamableHttpPostResponse, StreamableHttpResponseLimits,
 };
-use rmcp::{RoleClient, ServiceError, ServiceExt};
+use rmcp::{RoleClient, ServiceExt};
 use serde_json::value::RawValue;
 use sse_stream::{Error as SseError, Sse};
 
@@ -414,27 +418,6 @@ pub async fn delete_backend_session(
         return Ok(());
     }
     res.error_for_status().map(|_| ())
-}
-
-/// Whether a client error means the backend no longer knows the session (HTTP 404).
-pub fn is_session_expired(e: &ServiceError) -> bool {
-    match e {
-        ServiceError::TransportSend(t) => {
-            matches!(
-                t.error.downcast_ref::<HttpError>(),
-                Some(StreamableHttpError::SessionExpired)
-            ) || t.error.to_string().contains("Session expired")
-        }
-        _ => false,
-    }
-}
-
-/// Whether the client is unusable (its worker exited): reconnect before retrying.
-pub fn is_transport_dead(e: &ServiceError) -> bool {
-    matches!(
-        e,
-        ServiceError::TransportClosed | ServiceError::TransportSend(_)
-    )
 }
 
 #[cfg(test)]

@@ -64,10 +64,14 @@ impl ServerHandler for GatewayHandler {
         let lists = join_all(live.session().slots().map(|slot| {
             let live = live.clone();
             async move {
-                let res = with_backend(&self.mgr, &live, slot, |peer| async move {
-                    peer.list_all_tools().await
-                })
-                .await;
+                let res =
+                    with_backend(
+                        &self.mgr,
+                        &live,
+                        slot,
+                        |up| async move { up.list_tools().await },
+                    )
+                    .await;
                 (slot, res)
             }
         }))
@@ -91,8 +95,7 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let live = live_of(&ctx)?;
-        let name = request.name.to_string();
-        let unknown = || {
+        let unknown = |name: &str| {
             McpError::invalid_params(
                 format!(
                     "unknown tool {name:?}: no backend serves it (tools are named BACKEND{SEP}TOOL)"
@@ -100,14 +103,20 @@ impl ServerHandler for GatewayHandler {
                 None,
             )
         };
-        let (backend, tool) = name.split_once(SEP).ok_or_else(unknown)?;
-        let slot = live.session().slot(backend).ok_or_else(unknown)?;
-        let tool = tool.to_owned();
+        let (slot, tool) = match request.name.split_once(SEP) {
+            Some((backend, tool)) => match live.session().slot(backend) {
+                Some(slot) => (slot, tool.to_owned()),
+                None => return Err(unknown(&request.name)),
+            },
+            None => return Err(unknown(&request.name)),
+        };
         let mut params = request;
         params.name = Cow::Owned(tool);
-        let res = with_backend(&self.mgr, &live, slot, |peer| {
-            let params = params.clone();
-            async move { peer.call_tool(params).await }
+        // Sent as they are (the backend's tool name swapped in), by
+        // reference: no copy of the arguments per attempt.
+        let params = &params;
+        let res = with_backend(&self.mgr, &live, slot, |up| async move {
+            up.call_tool(params).await
         })
         .await;
         Ok(match res {

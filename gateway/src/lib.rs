@@ -6,7 +6,9 @@
 //! - [`session`]: live sessions, backend slots, expiry healing;
 //! - [`reaper`]: deleting backend sessions once when a client session ends
 //!   (terminated or expired);
-//! - [`backend`]: the resumable, never-deleting-on-drop backend client;
+//! - [`backend`]: the resumable, never-deleting-on-drop backend client
+//!   (handshakes, and the client side of tests and the bench);
+//! - [`upstream`]: per-call backend requests as one direct `POST` each;
 //! - [`demo`]: demo backends, `--demo` and `--demo --tour`;
 //! - [`admin`]: the `sessions` operator commands.
 
@@ -20,3 +22,4 @@ pub mod node;
 pub mod reaper;
 pub mod rmcp_sessions;
 pub mod session;
+pub mod upstream;

@@ -1,5 +1,6 @@
 //! Live gateway sessions: one slot per backend, each holding at most one
-//! rmcp client on the backend session the stored metadata names.
+//! [`Upstream`] (a backend session called directly) on the backend session
+//! the stored metadata names.
 //!
 //! A slot is reconciled with the metadata on use: the manager hands every
 //! request the live session with the snapshot it currently serves (adopted
@@ -21,6 +22,7 @@ use crate::backend::{self, Conn, ConnectError};
 use crate::config::BackendSpec;
 use crate::reaper::{self, Reaper};
 use crate::rmcp_sessions::StoreSessions;
+use crate::upstream::{CallError, Upstream};
 
 /// Metadata key holding the client's `initialize` parameters (JSON), used
 /// to replay the handshake when another node restores the session.
@@ -68,8 +70,17 @@ impl GatewaySession {
 /// A connection and the stored version it corresponds to.
 #[derive(Debug)]
 struct Held {
-    conn: Arc<Conn>,
+    conn: Arc<Upstream>,
     version: Version,
+}
+
+/// Opens `conn`'s backend session for direct calls; rmcp's client (and
+/// its worker task) is dropped: it was needed for the handshake only, and
+/// its drop never deletes the backend session.
+fn direct(http: &reqwest::Client, url: &str, conn: Conn) -> Result<Upstream, ConnectError> {
+    let up = Upstream::new(http, url, &conn.session_id, &conn.init_json);
+    drop(conn);
+    up
 }
 
 /// One backend of one live session.
@@ -212,7 +223,7 @@ impl SessionFactory for GatewayFactory {
         for (spec, metrics) in self.backends.iter().zip(&self.metrics) {
             let mut held = None;
             if let Some(res) = fresh.next() {
-                match res {
+                match res.and_then(|conn| direct(&self.http, &spec.url, conn)) {
                     Ok(conn) => {
                         self.reaper.note(&snapshot.id, &spec.name, &conn.session_id);
                         md = keys::with_backend(&md, &spec.name, &conn.session_id)
@@ -299,22 +310,35 @@ impl Slot {
         &self,
         mgr: &Manager,
         live: &LiveSession,
-    ) -> Result<Arc<Conn>, BackendFailure> {
-        let w = &self.spec.name;
-        let http = mgr.factory().http();
-        let mut held = self.held.lock().await;
+    ) -> Result<Arc<Upstream>, BackendFailure> {
+        let held = self.held.lock().await;
         if let Some(h) = held.as_ref()
             && (h.version > live.version()
                 || live.metadata().get(&self.session_key) == Some(h.conn.session_id.as_str()))
         {
             return Ok(h.conn.clone());
         }
+        // Boxed: this rare path (a handshake, a CAS) is most of the size
+        // of every tool call's future, which rmcp spawns (and so copies)
+        // per request.
+        Box::pin(self.follow(mgr, live, held)).await
+    }
+
+    /// The slot's client is not on the backend session `live` names (or
+    /// there is none): resume the named one, or open and record one.
+    async fn follow(
+        &self,
+        mgr: &Manager,
+        live: &LiveSession,
+        mut held: tokio::sync::MutexGuard<'_, Option<Held>>,
+    ) -> Result<Arc<Upstream>, BackendFailure> {
+        let w = &self.spec.name;
+        let http = mgr.factory().http();
         let (want, init) = stored_backend(live.metadata(), w);
         let replaced = held.take();
         let out = match (want, init) {
             (Some(sid), Some(init)) => {
                 self.resume_into(http, &mut held, &sid, &init, live.version())
-                    .await
             }
             (old, _) => {
                 self.install_fresh(mgr, live.id(), old.as_deref(), &mut held)
@@ -341,7 +365,7 @@ impl Slot {
         mgr: &Manager,
         id: &SessionId,
         expired: &str,
-    ) -> Result<Arc<Conn>, BackendFailure> {
+    ) -> Result<Arc<Upstream>, BackendFailure> {
         let w = &self.spec.name;
         let http = mgr.factory().http();
         let mut held = self.held.lock().await;
@@ -362,7 +386,6 @@ impl Slot {
             (Some(s), Some(init)) if s != expired => {
                 tracing::info!(backend = %w, session_id = %id, "adopting a backend session healed by another node");
                 self.resume_into(http, &mut held, &s, &init, snap.version)
-                    .await
             }
             _ => {
                 tracing::info!(backend = %w, session_id = %id, "backend session expired; re-initializing");
@@ -383,11 +406,12 @@ impl Slot {
         id: &SessionId,
         old: Option<&str>,
         held: &mut Option<Held>,
-    ) -> Result<Arc<Conn>, BackendFailure> {
+    ) -> Result<Arc<Upstream>, BackendFailure> {
         let w = &self.spec.name;
         let http = mgr.factory().http();
         let conn = backend::connect_fresh(http, &self.spec.url)
             .await
+            .and_then(|conn| direct(http, &self.spec.url, conn))
             .map_err(|source| BackendFailure::Connect {
                 backend: w.clone(),
                 source,
@@ -434,40 +458,31 @@ impl Slot {
             });
         };
         self.resume_into(http, held, &winner, &winner_init, snap.version)
-            .await
     }
 
     /// Resumes the recorded backend session `sid` (answered `init` to
     /// `initialize`) and holds it as serving `version`.
-    async fn resume_into(
+    fn resume_into(
         &self,
         http: &reqwest::Client,
         held: &mut Option<Held>,
         sid: &str,
         init: &str,
         version: session_core::Version,
-    ) -> Result<Arc<Conn>, BackendFailure> {
+    ) -> Result<Arc<Upstream>, BackendFailure> {
         let conn = Arc::new(
-            backend::resume(http, &self.spec.url, sid, init)
-                .await
-                .map_err(|source| BackendFailure::Connect {
+            Upstream::new(http, &self.spec.url, sid, init).map_err(|source| {
+                BackendFailure::Connect {
                     backend: self.spec.name.clone(),
                     source,
-                })?,
+                }
+            })?,
         );
         *held = Some(Held {
             conn: conn.clone(),
             version,
         });
         Ok(conn)
-    }
-
-    /// Forgets the client if it is still `conn` (its transport died).
-    pub async fn drop_conn(&self, conn: &Arc<Conn>) {
-        let mut held = self.held.lock().await;
-        if held.as_ref().is_some_and(|h| Arc::ptr_eq(&h.conn, conn)) {
-            *held = None;
-        }
     }
 }
 
@@ -497,7 +512,8 @@ enum Outcome {
     Healed,
 }
 
-/// Runs `f` on `slot`'s backend, healing an expired backend session once.
+/// Runs `f` on `slot`'s backend session, healing an expired one once
+/// (the backend answered 404: see [`Slot::heal`]).
 pub async fn with_backend<T, F, Fut>(
     mgr: &Manager,
     live: &LiveSession,
@@ -505,33 +521,27 @@ pub async fn with_backend<T, F, Fut>(
     f: F,
 ) -> Result<T, BackendFailure>
 where
-    F: Fn(rmcp::Peer<rmcp::RoleClient>) -> Fut,
-    Fut: Future<Output = Result<T, rmcp::ServiceError>>,
+    F: Fn(Arc<Upstream>) -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
 {
     let started = Instant::now();
+    let failed = |e: CallError| BackendFailure::Call {
+        backend: slot.spec.name.clone(),
+        message: e.to_string(),
+    };
     let out = async {
         let conn = slot.conn(mgr, live).await?;
-        match f(conn.peer().clone()).await {
+        match f(conn.clone()).await {
             Ok(v) => Ok((v, Outcome::Ok)),
-            Err(e) if backend::is_session_expired(&e) => {
-                let conn = slot.heal(mgr, live.id(), &conn.session_id).await?;
-                match f(conn.peer().clone()).await {
+            Err(CallError::SessionExpired) => {
+                // Boxed like `Slot::follow`: rare, and large.
+                let conn = Box::pin(slot.heal(mgr, live.id(), &conn.session_id)).await?;
+                match f(conn).await {
                     Ok(v) => Ok((v, Outcome::Healed)),
-                    Err(e) => Err(BackendFailure::Call {
-                        backend: slot.spec.name.clone(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => Err(failed(e)),
                 }
             }
-            Err(e) => {
-                if backend::is_transport_dead(&e) {
-                    slot.drop_conn(&conn).await;
-                }
-                Err(BackendFailure::Call {
-                    backend: slot.spec.name.clone(),
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => Err(failed(e)),
         }
     }
     .await;
