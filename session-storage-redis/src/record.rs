@@ -86,7 +86,10 @@ pub(crate) fn decode_version(key: &str, raw: &[u8]) -> Result<Version> {
 pub(crate) fn decode_logged_version(key: &str, raw: &[u8]) -> Result<Version> {
     let start = raw.iter().position(|&b| b != b'0').unwrap_or(raw.len());
     if raw.len() != 16 {
-        return Err(Error::corrupt(key, CorruptRecord::InvalidVersion(shown(raw))));
+        return Err(Error::corrupt(
+            key,
+            CorruptRecord::InvalidVersion(shown(raw)),
+        ));
     }
     decode_version(key, &raw[start..])
 }

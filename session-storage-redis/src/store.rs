@@ -422,9 +422,9 @@ impl SessionStore for RedisStore {
                     current: record::decode_version(&key, current)?,
                 }),
                 // Applied before by this write: its original outcome.
-                [redis::Value::Int(4), redis::Value::BulkString(digits)] => {
-                    Ok(Update::Applied(record::decode_logged_version(&key, digits)?))
-                }
+                [redis::Value::Int(4), redis::Value::BulkString(digits)] => Ok(Update::Applied(
+                    record::decode_logged_version(&key, digits)?,
+                )),
                 _ => Err(UnexpectedReply::new("update script", &reply).into()),
             },
             _ => Err(UnexpectedReply::new("update script", &reply).into()),

@@ -1335,9 +1335,14 @@ pub async fn retried_create_returns_its_version<H: Harness>(h: Arc<H>) {
         "a retried create must report the version it created"
     );
     assert_eq!(
-        s.create_once(&id, &md(&[("who", "other")]), Ttl::Default, &WriteId::generate())
-            .await
-            .unwrap(),
+        s.create_once(
+            &id,
+            &md(&[("who", "other")]),
+            Ttl::Default,
+            &WriteId::generate()
+        )
+        .await
+        .unwrap(),
         None,
         "another create of a taken id"
     );
