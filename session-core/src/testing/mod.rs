@@ -12,6 +12,9 @@
 
 pub mod cases;
 pub mod logs;
+mod reply_dropper;
+
+pub use reply_dropper::ReplyDropper;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
