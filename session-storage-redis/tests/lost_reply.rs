@@ -75,7 +75,10 @@ async fn lost_replies_are_retried_to_their_original_outcome() {
     // (a NOSCRIPT reply lost would prove nothing).
     let warm = SessionId::generate();
     s.create(&warm, &md("k", "v"), Ttl::Default).await.unwrap();
-    let _ = s.update(&warm, Version::INITIAL, &md("k", "w")).await.unwrap();
+    let _ = s
+        .update(&warm, Version::INITIAL, &md("k", "w"))
+        .await
+        .unwrap();
 
     // A create whose reply is lost: the retry reports it, not "taken".
     let id = SessionId::generate();
@@ -130,5 +133,92 @@ async fn lost_replies_are_retried_to_their_original_outcome() {
     );
     for k in [&id, &warm] {
         direct.delete(k).await.unwrap();
+    }
+}
+
+/// A write line someone else garbled never makes a write look applied
+/// (only entry-aligned, well-formed entries count), an update naming the
+/// right version writes a well-formed list over it, and an `s2` record
+/// without the end of its write line is corrupt to every reader and to
+/// `update`, and left as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbled_write_lines_are_harmless_or_reported() {
+    let url = common::standalone_url();
+    let prefix = format!("vmcp:test:wline:{}:", uuid::Uuid::new_v4().simple());
+    let s = RedisStore::connect(RedisConfig::new(url.clone()).prefix(prefix.clone()))
+        .await
+        .unwrap();
+    let raw = redis::Client::open(url.as_str()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    let w = WriteId::generate();
+    // The id, once shifted off the entry grid and once with a bad version.
+    let garbled = format!("x{w}:0000000000000002 {w}:00000000000000zz");
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(format!("s2 1 1700000000000 600000\n{garbled}\n{{}}"))
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.update_once(&id, Version::new(7), &md("a", "b"), &w)
+            .await
+            .unwrap(),
+        Update::Conflict {
+            current: Version::INITIAL
+        }
+    );
+    assert_eq!(
+        s.update_once(&id, Version::INITIAL, &md("a", "b"), &w)
+            .await
+            .unwrap(),
+        Update::Applied(Version::new(2))
+    );
+    assert_eq!(
+        s.update_once(&id, Version::INITIAL, &md("a", "b"), &w)
+            .await
+            .unwrap(),
+        Update::Applied(Version::new(2))
+    );
+    // No end of the write line: corrupt, and left intact.
+    let broken = SessionId::generate();
+    let bkey = s.key(&broken);
+    let value = format!("s2 1 1700000000000 600000\n{}{{}}", "A".repeat(300));
+    let _: () = redis::cmd("SET")
+        .arg(&bkey)
+        .arg(&value)
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    for r in [
+        s.load(&broken).await.map(|_| ()),
+        s.update(&broken, Version::INITIAL, &md("a", "b"))
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(
+                &r,
+                Err(session_core::Error::Corrupt {
+                    source: session_core::CorruptRecord::MissingField("w"),
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    let after: String = redis::cmd("GET")
+        .arg(&bkey)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(after, value, "a failing call changed the record");
+    for k in [&id, &broken] {
+        s.delete(k).await.unwrap();
     }
 }

@@ -102,7 +102,10 @@ fn lost_replies_are_retried_to_their_original_outcome() {
                 // Warm: the connection is open and its statements prepared.
                 let warm = SessionId::generate();
                 s.create(&warm, &md("k", "v"), Ttl::Default).await.unwrap();
-                let _ = s.update(&warm, Version::INITIAL, &md("k", "w")).await.unwrap();
+                let _ = s
+                    .update(&warm, Version::INITIAL, &md("k", "w"))
+                    .await
+                    .unwrap();
 
                 let id = SessionId::generate();
                 let c = WriteId::generate();

@@ -64,8 +64,10 @@ impl ReplyDropper {
     /// (a write id, say: unique to one call, whatever else the client's
     /// pool or connection manager sends) and closes its connection.
     pub fn arm(&self, marker: impl Into<Vec<u8>>) {
-        *self.armed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(marker.into());
+        *self
+            .armed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(marker.into());
     }
 
     /// How many connections were accepted so far.
@@ -87,7 +89,9 @@ impl Drop for ReplyDropper {
 
 /// Whether `chunk` carries the armed marker (which is then disarmed).
 fn hit(armed: &Mutex<Option<Vec<u8>>>, chunk: &[u8]) -> bool {
-    let mut armed = armed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut armed = armed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let found = armed
         .as_deref()
         .is_some_and(|m| !m.is_empty() && chunk.windows(m.len()).any(|w| w == m));

@@ -22,29 +22,37 @@ local key = KEYS[1]
 local absent = 0
 local f, v, c, t, m, p
 --@header
-local w = ''
+-- The write list: `n` bytes from `p` (none in s1 or a legacy hash).
+local n = 0
 if f == '2' then
   local e = string.find(h, '\n', p, true)
   if not e or e - p > 159 then return redis.error_reply('VMCPCORRUPT missing w') end
-  w = string.sub(h, p, e - 1)
+  n = e - p
 end
 if v ~= ARGV[1] then
   -- Was it this write? Only an entry-aligned '<id>:' and 16 digits count.
-  local needle = string.sub(ARGV[8], 1, 23)
-  local i = string.find(w, needle, 1, true)
-  while i do
-    if (i - 1) % 40 == 0 then
-      local d = string.sub(w, i + 23, i + 38)
-      if #d == 16 and not string.find(d, '%D') then return { 4, d } end
+  if n > 0 then
+    local w = string.sub(h, p, p + n - 1)
+    local needle = string.sub(ARGV[8], 1, 23)
+    local i = string.find(w, needle, 1, true)
+    while i do
+      if (i - 1) % 40 == 0 then
+        local d = string.sub(w, i + 23, i + 38)
+        if #d == 16 and not string.find(d, '%D') then return { 4, d } end
+      end
+      i = string.find(w, needle, i + 1, true)
     end
-    i = string.find(w, needle, i + 1, true)
   end
   return { 2, v }
 end
 if v == '9007199254740991' then return 3 end
-w = string.sub(ARGV[8] .. ' ' .. w, 1, 159)
-if string.byte(w, -1) == 32 then w = string.sub(w, 1, -2) end
-local value = 's2 ' .. ARGV[2] .. ' ' .. c .. ' ' .. ARGV[4] .. '\n' .. w .. '\n' .. ARGV[3]
+-- This write's entry, then the newest three of the old list.
+local keep = ''
+if n > 0 then
+  if n > 119 then n = 119 end
+  keep = ' ' .. string.sub(h, p, p + n - 1)
+end
+local value = 's2 ' .. ARGV[2] .. ' ' .. c .. ' ' .. ARGV[4] .. '\n' .. ARGV[8] .. keep .. '\n' .. ARGV[3]
 if ARGV[5] == '0' then
   redis.call('SET', key, value, 'PX', ARGV[4])
 else
