@@ -127,9 +127,15 @@ impl Flaky {
 
 #[async_trait]
 impl SessionStore for Flaky {
-    async fn create(&self, id: &SessionId, md: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
+    async fn create_once(
+        &self,
+        id: &SessionId,
+        md: &Metadata,
+        ttl: Ttl,
+        write: &session_core::WriteId,
+    ) -> Result<Option<Version>> {
         self.check()?;
-        self.inner.create(id, md, ttl).await
+        self.inner.create_once(id, md, ttl, write).await
     }
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         self.check()?;
@@ -143,9 +149,15 @@ impl SessionStore for Flaky {
         self.check()?;
         self.inner.version(id).await
     }
-    async fn update(&self, id: &SessionId, expected: Version, md: &Metadata) -> Result<Update> {
+    async fn update_once(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        md: &Metadata,
+        write: &session_core::WriteId,
+    ) -> Result<Update> {
         self.check()?;
-        self.inner.update(id, expected, md).await
+        self.inner.update_once(id, expected, md, write).await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         self.check()?;

@@ -32,8 +32,14 @@ impl Counting {
 
 #[async_trait]
 impl SessionStore for Counting {
-    async fn create(&self, id: &SessionId, md: &Metadata, ttl: Ttl) -> Result<Option<Version>> {
-        self.inner.create(id, md, ttl).await
+    async fn create_once(
+        &self,
+        id: &SessionId,
+        md: &Metadata,
+        ttl: Ttl,
+        write: &session_core::WriteId,
+    ) -> Result<Option<Version>> {
+        self.inner.create_once(id, md, ttl, write).await
     }
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         self.read();
@@ -47,8 +53,14 @@ impl SessionStore for Counting {
         self.read();
         self.inner.version(id).await
     }
-    async fn update(&self, id: &SessionId, expected: Version, md: &Metadata) -> Result<Update> {
-        self.inner.update(id, expected, md).await
+    async fn update_once(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        md: &Metadata,
+        write: &session_core::WriteId,
+    ) -> Result<Update> {
+        self.inner.update_once(id, expected, md, write).await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         self.inner.touch(id).await

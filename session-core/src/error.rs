@@ -274,6 +274,21 @@ pub enum InvalidInput {
         /// Its position.
         pos: usize,
     },
+    /// A write id's text form must be exactly 22 bytes.
+    #[error("write id must be 22 bytes, got {len}")]
+    WriteIdLength {
+        /// The length seen.
+        len: usize,
+    },
+    /// A write id's text form holds a byte outside `[A-Za-z0-9_-]`, or a
+    /// last character that is not canonical.
+    #[error("write id byte {byte:#04x} at {pos} is not valid in a write id")]
+    WriteIdByte {
+        /// The offending byte.
+        byte: u8,
+        /// Its position.
+        pos: usize,
+    },
     /// Metadata breaks a limit or is malformed.
     #[error("invalid metadata")]
     Metadata(#[from] MetadataError),

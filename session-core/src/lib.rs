@@ -26,6 +26,7 @@ mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod version;
+mod write_id;
 
 pub use binding::{Binding, UNAUTHENTICATED, constant_time_eq};
 pub use change::{Change, ChangeHub, ChangeStream};
@@ -42,3 +43,4 @@ pub use record::{Cursor, Page, Record, Snapshot, Update};
 pub use redact::redact_url;
 pub use store::SessionStore;
 pub use version::Version;
+pub use write_id::{WriteId, write_log};

@@ -18,6 +18,7 @@ use crate::metadata::Metadata;
 use crate::record::{Cursor, Page, Record, Update};
 use crate::store::SessionStore;
 use crate::version::Version;
+use crate::write_id::WriteId;
 
 const SHARDS: usize = 64;
 /// Every this many creates, one shard is swept of expired entries.
@@ -70,11 +71,38 @@ struct Entry {
     created: u64,
     expires: u64,
     ttl: u64,
+    writes: Writes,
 }
 
 impl Entry {
     fn live(&self, now: u64) -> bool {
         now < self.expires
+    }
+}
+
+/// A record's last [`WriteId::RECENT`] applied writes, newest first, each
+/// with the version it produced.
+#[derive(Default)]
+struct Writes([Option<(WriteId, Version)>; WriteId::RECENT]);
+
+impl Writes {
+    fn first(write: WriteId, version: Version) -> Self {
+        let mut w = Self::default();
+        w.0[0] = Some((write, version));
+        w
+    }
+
+    fn push(&mut self, write: WriteId, version: Version) {
+        self.0.rotate_right(1);
+        self.0[0] = Some((write, version));
+    }
+
+    fn find(&self, write: &WriteId) -> Option<Version> {
+        self.0
+            .iter()
+            .flatten()
+            .find(|(w, _)| w == write)
+            .map(|&(_, v)| v)
     }
 }
 
@@ -227,6 +255,14 @@ impl Inner {
     }
 }
 
+/// What an update found: written now (the new version), written before
+/// by the same write id (the version it produced), or not (the current).
+enum Written {
+    Now(Version),
+    Before(Version),
+    Not(Version),
+}
+
 /// What a sliding operation found.
 enum Slid<T> {
     Live(T),
@@ -259,20 +295,22 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn create(
+    async fn create_once(
         &self,
         id: &SessionId,
         metadata: &Metadata,
         ttl: Ttl,
+        write: &WriteId,
     ) -> Result<Option<Version>> {
         let inner = &*self.inner;
         let ttl = nanos(self.config.effective_ttl(ttl));
         let max = self.config.max_lifetime();
-        let created = {
+        {
             let mut map = inner.shard(id);
             let now = inner.now();
             match map.get(id) {
-                Some(e) if e.live(now) => false,
+                // A live record: this very create retried, or an id taken.
+                Some(e) if e.live(now) => return Ok(e.writes.find(write)),
                 _ => {
                     map.insert(
                         id.clone(),
@@ -282,14 +320,11 @@ impl SessionStore for MemoryStore {
                             created: now,
                             expires: Inner::deadline(now, now, ttl, max),
                             ttl,
+                            writes: Writes::first(*write, Version::INITIAL),
                         },
                     );
-                    true
                 }
             }
-        };
-        if !created {
-            return Ok(None);
         }
         let n = inner.creates.fetch_add(1, Ordering::Relaxed);
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
@@ -331,11 +366,12 @@ impl SessionStore for MemoryStore {
         Ok(self.inner.with_live(id, |e, _| e.version))
     }
 
-    async fn update(
+    async fn update_once(
         &self,
         id: &SessionId,
         expected: Version,
         metadata: &Metadata,
+        write: &WriteId,
     ) -> Result<Update> {
         let inner = &*self.inner;
         let store_ttl = nanos(self.config.ttl());
@@ -344,22 +380,35 @@ impl SessionStore for MemoryStore {
             self.config.max_lifetime(),
             |e| {
                 if e.version != expected {
-                    (None, Ok(Update::Conflict { current: e.version }))
+                    // Only here, off the fast path: was it this write?
+                    match e.writes.find(write) {
+                        Some(v) => (None, Ok(Written::Before(v))),
+                        None => (None, Ok(Written::Not(e.version))),
+                    }
                 } else if e.version >= Version::MAX {
                     // Refused before anything is written, the expiry too.
                     (None, Err(()))
                 } else {
-                    (Some(store_ttl), Ok(Update::Applied(e.version)))
+                    (Some(store_ttl), Ok(Written::Now(e.version)))
                 }
             },
             |e, out| {
                 e.version = e.version.next();
                 e.metadata = metadata.clone();
-                out.map(|_| Update::Applied(e.version))
+                e.writes.push(*write, e.version);
+                out.map(|_| Written::Now(e.version))
             },
         );
         let outcome = match outcome {
-            Slid::Live(Ok(u)) => u,
+            Slid::Live(Ok(Written::Now(version))) => {
+                inner.hub.publish(Change::Written {
+                    id: id.clone(),
+                    version,
+                });
+                Update::Applied(version)
+            }
+            Slid::Live(Ok(Written::Before(version))) => Update::Applied(version),
+            Slid::Live(Ok(Written::Not(current))) => Update::Conflict { current },
             Slid::Live(Err(())) => {
                 return Err(Error::VersionLimit {
                     key: id.as_str().to_owned(),
@@ -367,12 +416,6 @@ impl SessionStore for MemoryStore {
             }
             Slid::Expired | Slid::Absent => Update::Missing,
         };
-        if let Update::Applied(version) = outcome {
-            inner.hub.publish(Change::Written {
-                id: id.clone(),
-                version,
-            });
-        }
         Ok(outcome)
     }
 

@@ -11,6 +11,7 @@ use crate::id::SessionId;
 use crate::metadata::Metadata;
 use crate::record::{Cursor, Page, Record, Update};
 use crate::version::Version;
+use crate::write_id::WriteId;
 
 /// Session storage: the source of truth that every gateway node shares.
 ///
@@ -31,19 +32,45 @@ use crate::version::Version;
 /// let md2 = md.with("k", "w")?;
 /// assert_eq!(store.update(&id, Version::INITIAL, &md2).await?, Update::Applied(Version::new(2)));
 /// assert_eq!(store.update(&id, Version::INITIAL, &md).await?, Update::Conflict { current: Version::new(2) });
+/// // A retried write (same WriteId) reports its original outcome.
+/// let w = session_core::WriteId::generate();
+/// assert_eq!(store.update_once(&id, Version::new(2), &md, &w).await?, Update::Applied(Version::new(3)));
+/// assert_eq!(store.update_once(&id, Version::new(2), &md, &w).await?, Update::Applied(Version::new(3)));
 /// assert!(store.delete(&id).await?);
-/// assert_eq!(store.update(&id, Version::new(2), &md).await?, Update::Missing);
+/// assert_eq!(store.update(&id, Version::new(3), &md).await?, Update::Missing);
 /// # Ok(()) }
 /// ```
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Creates a record at [`Version::INITIAL`]. `None` if a live record
     /// with this id exists: create never overwrites.
+    ///
+    /// A create under a fresh [`WriteId`]: a retry after a lost reply may
+    /// report `None` for a create that was applied. Retry with
+    /// [`create_once`](Self::create_once) to tell the two apart.
     async fn create(
         &self,
         id: &SessionId,
         metadata: &Metadata,
         ttl: Ttl,
+    ) -> Result<Option<Version>> {
+        self.create_once(id, metadata, ttl, &WriteId::generate())
+            .await
+    }
+
+    /// [`create`](Self::create) as the write `write`, recorded with the
+    /// record. If the record exists and `write` is among its last
+    /// [`WriteId::RECENT`] writes (this very create, applied, its reply
+    /// lost), nothing is written and the version that create produced
+    /// ([`Version::INITIAL`]) is returned instead of `None`. Once the
+    /// record is gone (deleted, expired) a retry creates it again, as any
+    /// create of a free id does.
+    async fn create_once(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+        write: &WriteId,
     ) -> Result<Option<Version>>;
 
     /// Reads a record and slides its expiry. `None` if missing or expired.
@@ -59,11 +86,38 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Writes `metadata` if the record is live and at `expected`; bumps the
     /// version and slides expiry (by the store TTL). Never creates.
+    ///
+    /// An update under a fresh [`WriteId`]: a retry after a lost reply
+    /// reports a `Conflict` for an update that was applied. Retry with
+    /// [`update_once`](Self::update_once) to get the original outcome.
     async fn update(
         &self,
         id: &SessionId,
         expected: Version,
         metadata: &Metadata,
+    ) -> Result<Update> {
+        self.update_once(id, expected, metadata, &WriteId::generate())
+            .await
+    }
+
+    /// [`update`](Self::update) as the write `write`, recorded with the
+    /// record (with the version it produced) atomically with the write.
+    /// If the record is not at `expected` but `write` is among its last
+    /// [`WriteId::RECENT`] writes, nothing is written and that write's
+    /// original outcome, `Applied(the version it produced)`, is returned,
+    /// however many (fewer than `RECENT`) writes others made since. A
+    /// retry after the record was deleted or expired reports `Missing`
+    /// (the record, and its write list, are gone).
+    ///
+    /// Use one id per logical write: retry a write whose reply was lost
+    /// (a transient error) with the same id; after a `Conflict`, re-read,
+    /// re-edit and write with a new id.
+    async fn update_once(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+        write: &WriteId,
     ) -> Result<Update>;
 
     /// Slides expiry only. `false` if missing or expired.
@@ -97,6 +151,15 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     ) -> Result<Option<Version>> {
         (**self).create(id, metadata, ttl).await
     }
+    async fn create_once(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+        write: &WriteId,
+    ) -> Result<Option<Version>> {
+        (**self).create_once(id, metadata, ttl, write).await
+    }
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         (**self).load(id).await
     }
@@ -113,6 +176,15 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
         metadata: &Metadata,
     ) -> Result<Update> {
         (**self).update(id, expected, metadata).await
+    }
+    async fn update_once(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+        write: &WriteId,
+    ) -> Result<Update> {
+        (**self).update_once(id, expected, metadata, write).await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {
         (**self).touch(id).await

@@ -18,6 +18,8 @@ pub(crate) struct Config {
     pub op_timeout: Duration,
     pub cas_retries: u32,
     pub cas_backoff: Duration,
+    pub write_retries: u32,
+    pub write_backoff: Duration,
     pub reservation_ttl: Duration,
     pub resync_interval: Duration,
     pub shutdown_timeout: Duration,
@@ -30,8 +32,9 @@ pub(crate) struct Config {
 /// 5 minutes, policy [`Push`](ValidationPolicy::Push) if the store has a
 /// change stream else [`EveryAccess`](ValidationPolicy::EveryAccess),
 /// storage operation timeout 2 s, CAS retry budget 16 with 2 ms base
-/// jittered backoff, reservation TTL 30 s, resync interval 60 s, shutdown
-/// timeout 10 s.
+/// jittered backoff, 2 retries of a write after a transient error (25 ms
+/// base jittered backoff), reservation TTL 30 s, resync interval 60 s,
+/// shutdown timeout 10 s.
 #[must_use]
 pub struct SessionManagerBuilder<F> {
     store: Arc<dyn SessionStore>,
@@ -42,6 +45,8 @@ pub struct SessionManagerBuilder<F> {
     op_timeout: Duration,
     cas_retries: u32,
     cas_backoff: Duration,
+    write_retries: u32,
+    write_backoff: Duration,
     reservation_ttl: Duration,
     resync_interval: Duration,
     shutdown_timeout: Duration,
@@ -58,6 +63,8 @@ impl<F: SessionFactory> SessionManagerBuilder<F> {
             op_timeout: Duration::from_secs(2),
             cas_retries: 16,
             cas_backoff: Duration::from_millis(2),
+            write_retries: 2,
+            write_backoff: Duration::from_millis(25),
             reservation_ttl: Duration::from_secs(30),
             resync_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
@@ -105,6 +112,20 @@ impl<F: SessionFactory> SessionManagerBuilder<F> {
         self
     }
 
+    /// How often one write (`update`, `notify_backend_expired`,
+    /// `activate`, `reserve`) is retried after a transient storage error
+    /// (unavailable, timeout: its reply may have been lost after the write
+    /// was applied), and the base of the jittered exponential backoff
+    /// between tries. Every try carries the same
+    /// [`WriteId`](session_core::WriteId), so a write that was applied is
+    /// recognised by the store and never applied twice: the caller sees
+    /// exactly one outcome. 0 reports the first transient error.
+    pub fn write_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.write_retries = retries;
+        self.write_backoff = backoff;
+        self
+    }
+
     /// TTL of a reserved, not yet activated session (clamped by the store to its TTL).
     pub fn reservation_ttl(mut self, ttl: Duration) -> Self {
         self.reservation_ttl = ttl.max(Duration::from_millis(1));
@@ -146,6 +167,8 @@ impl<F: SessionFactory> SessionManagerBuilder<F> {
             op_timeout: self.op_timeout,
             cas_retries: self.cas_retries,
             cas_backoff: self.cas_backoff,
+            write_retries: self.write_retries,
+            write_backoff: self.write_backoff,
             reservation_ttl: self.reservation_ttl,
             resync_interval: self.resync_interval,
             shutdown_timeout: self.shutdown_timeout,

@@ -33,6 +33,9 @@ pub const MATCH_PANICS: &str = "session_manager_match_panics_total";
 /// Times storage was found at an older version than this node had seen
 /// (confirmed by a second load), and the older version accepted.
 pub const VERSION_REWINDS: &str = "session_manager_version_rewinds_total";
+/// Counter: writes retried with the same write id after a transient
+/// storage error (label `op`: `update`, `create`).
+pub const WRITE_RETRIES: &str = "session_manager_write_retries_total";
 /// Counter: storage errors seen (label `op`).
 pub const STORAGE_ERRORS: &str = "session_manager_storage_errors_total";
 /// Counter: change events received (label `kind`: `written`, `deleted`, `resync`).

@@ -474,13 +474,14 @@ impl Failover {
 
 #[async_trait]
 impl SessionStore for Failover {
-    async fn create(
+    async fn create_once(
         &self,
         id: &SessionId,
         md: &Metadata,
         ttl: Ttl,
+        write: &session_core::WriteId,
     ) -> session_core::Result<Option<Version>> {
-        self.current().create(id, md, ttl).await
+        self.current().create_once(id, md, ttl, write).await
     }
     async fn load(&self, id: &SessionId) -> session_core::Result<Option<Record>> {
         self.current().load(id).await
@@ -491,13 +492,14 @@ impl SessionStore for Failover {
     async fn version(&self, id: &SessionId) -> session_core::Result<Option<Version>> {
         self.current().version(id).await
     }
-    async fn update(
+    async fn update_once(
         &self,
         id: &SessionId,
         expected: Version,
         md: &Metadata,
+        write: &session_core::WriteId,
     ) -> session_core::Result<Update> {
-        self.current().update(id, expected, md).await
+        self.current().update_once(id, expected, md, write).await
     }
     async fn touch(&self, id: &SessionId) -> session_core::Result<bool> {
         self.current().touch(id).await

@@ -133,6 +133,7 @@ pub(crate) fn field_name(field: &str) -> &'static str {
         "m" => "m",
         "c" => "c",
         "t" => "t",
+        "w" => "w",
         _ => "unknown",
     }
 }

@@ -83,7 +83,7 @@ mod tests {
             assert!(body.contains("--@header\n"));
             let text = source(body);
             assert!(!text.contains("--@header"));
-            assert!(text.contains("redis.pcall('GETRANGE', key, 0, 63)"));
+            assert!(text.contains("redis.pcall('GETRANGE', key, 0, 255)"));
         }
         // The hot paths define no function (a closure per call): the only
         // `function` is the hex encoder on the corrupt-version error path.

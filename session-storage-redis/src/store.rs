@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use redis::{Client, RedisError};
 use session_core::{
     ChangeHub, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata,
-    Page, Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
+    Page, Record, Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version, WriteId,
 };
 
 use crate::changes::{AbortOnDrop, Subscriber, SubscriberAddr};
@@ -316,11 +316,12 @@ fn needs_slide(ttl_ms: u64, pttl: i64, fraction: f64) -> bool {
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    async fn create(
+    async fn create_once(
         &self,
         id: &SessionId,
         metadata: &Metadata,
         ttl: Ttl,
+        write: &WriteId,
     ) -> Result<Option<Version>> {
         let key = self.key(id);
         let ttl_ms = millis(self.inner.store.effective_ttl(ttl));
@@ -331,12 +332,14 @@ impl SessionStore for RedisStore {
                 .arg(metadata.json())
                 .arg(ttl_ms)
                 .arg(self.inner.prefix.channel())
-                .arg(id.as_str()),
+                .arg(id.as_str())
+                .arg(write.log_entry(Version::INITIAL)),
             &mut self.conn(),
         )
         .await
         .map_err(self.err(&key))?;
-        Ok((created == 1).then_some(Version::INITIAL))
+        // 1: created; 2: created before by this very write (a retry).
+        Ok((created == 1 || created == 2).then_some(Version::INITIAL))
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
@@ -383,11 +386,12 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn update(
+    async fn update_once(
         &self,
         id: &SessionId,
         expected: Version,
         metadata: &Metadata,
+        write: &WriteId,
     ) -> Result<Update> {
         let key = self.key(id);
         // The version after `expected`, computed here so the script does
@@ -403,7 +407,8 @@ impl SessionStore for RedisStore {
                 .arg(self.inner.ttl_ms)
                 .arg(self.inner.max_ms)
                 .arg(self.inner.prefix.channel())
-                .arg(id.as_str()),
+                .arg(id.as_str())
+                .arg(write.log_entry(next)),
             &mut self.conn(),
         )
         .await
@@ -416,6 +421,10 @@ impl SessionStore for RedisStore {
                 [redis::Value::Int(2), redis::Value::BulkString(current)] => Ok(Update::Conflict {
                     current: record::decode_version(&key, current)?,
                 }),
+                // Applied before by this write: its original outcome.
+                [redis::Value::Int(4), redis::Value::BulkString(digits)] => Ok(Update::Applied(
+                    record::decode_logged_version(&key, digits)?,
+                )),
                 _ => Err(UnexpectedReply::new("update script", &reply).into()),
             },
             _ => Err(UnexpectedReply::new("update script", &reply).into()),

@@ -408,7 +408,7 @@ async fn legacy_hash_records_are_read_and_migrated_on_touch<B: Backend>(h: Arc<R
     assert_eq!(key_type(&h, &key).await, "string");
     assert_eq!(
         header(&h, &key).await,
-        ["s1", "5", "1700000000000", "600000"],
+        ["s2", "5", "1700000000000", "600000"],
         "the creation time is kept"
     );
     let rec = s.load(&id).await.unwrap().unwrap();
@@ -423,7 +423,7 @@ async fn legacy_hash_records_are_read_and_migrated_on_touch<B: Backend>(h: Arc<R
     assert_eq!(key_type(&h, &key).await, "string");
     assert_eq!(
         header(&h, &key).await,
-        ["s1", "7", "1700000000000", "600000"]
+        ["s2", "7", "1700000000000", "600000"]
     );
     assert!(pttl(&h, &key).await > 590_000, "touch did not slide");
     let rec = s.load(&id).await.unwrap().unwrap();
@@ -719,7 +719,7 @@ async fn prefix_isolation_every_method<B: Backend>(h: Arc<RedisHarness<B>>) {
 }
 
 /// The header of the record string at `key`, split at its spaces:
-/// `["s1", version, created, ttl]`.
+/// `["s2", version, created, ttl]`.
 async fn header<B: Backend>(h: &RedisHarness<B>, key: &str) -> Vec<String> {
     let value: Vec<u8> = h.raw.q(redis::cmd("GET").arg(key)).await.unwrap();
     let text = String::from_utf8(value).unwrap();
@@ -753,7 +753,7 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
         "store ttl after update: {pttl}"
     );
     let fields = header(&h, &key).await;
-    assert_eq!((fields[0].as_str(), fields[1].as_str()), ("s1", "2"));
+    assert_eq!((fields[0].as_str(), fields[1].as_str()), ("s2", "2"));
     assert_eq!(fields[3], "60000");
     // version does not slide.
     let _: i64 = h

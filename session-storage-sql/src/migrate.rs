@@ -33,6 +33,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "version in 1..=2^53-1",
         template: include_str!("../migrations/postgres/0002_version_check.sql"),
     },
+    Migration {
+        version: 3,
+        name: "recent write ids",
+        template: include_str!("../migrations/postgres/0003_write_ids.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]
@@ -46,6 +51,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 2,
         name: "version in 1..=2^53-1",
         template: include_str!("../migrations/sqlite/0002_version_check.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "recent write ids",
+        template: include_str!("../migrations/sqlite/0003_write_ids.sql"),
     },
 ];
 

@@ -80,7 +80,7 @@ fn migrations_are_idempotent_and_safe_concurrently() {
             format!("SELECT count(*) FROM \"{schema}\"._session_store_migrations WHERE table_name = 'sessions'"),
         )
         .await;
-        assert_eq!(applied, 2, "each migration recorded exactly once");
+        assert_eq!(applied, 3, "each migration recorded exactly once");
         let indexes = count(
             &admin,
             format!(
@@ -620,6 +620,18 @@ fn version_check_migrates_over_old_bad_rows_and_refuses_new_ones() {
             store.version(&ids[3].0).await.unwrap(),
             Some(Version::new(7))
         );
+        // Migration 3 (the write list) applied over the old rows too: an
+        // old row takes write ids, and a retried write is recognised.
+        let w = session_core::WriteId::generate();
+        for _ in 0..2 {
+            assert_eq!(
+                store
+                    .update_once(&ids[3].0, Version::new(7), &Metadata::new(), &w)
+                    .await
+                    .unwrap(),
+                session_core::Update::Applied(Version::new(8))
+            );
+        }
         // New rows cannot break the check.
         let refused = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {table} (id, version, metadata, created_at, expires_at, ttl) \

@@ -59,7 +59,7 @@ fn file_is_wal_persistent_and_migrates_once_under_concurrent_opens() {
         .fetch_one(s.pool())
         .await
         .unwrap();
-        assert_eq!(recorded, 2);
+        assert_eq!(recorded, 3);
         let id = SessionId::generate();
         let md = Metadata::new().with("k", "v").unwrap();
         s.create(&id, &md, Ttl::Default).await.unwrap().unwrap();
@@ -249,6 +249,18 @@ fn version_check_migrates_over_old_bad_rows_and_refuses_new_ones() {
             store.version(&ids[3].0).await.unwrap(),
             Some(Version::new(7))
         );
+        // Migration 3 (the write list) applied over the old rows too: an
+        // old row takes write ids, and a retried write is recognised.
+        let w = session_core::WriteId::generate();
+        for _ in 0..2 {
+            assert_eq!(
+                store
+                    .update_once(&ids[3].0, Version::new(7), &Metadata::new(), &w)
+                    .await
+                    .unwrap(),
+                session_core::Update::Applied(Version::new(8))
+            );
+        }
         for sql in [
             format!(
                 "INSERT INTO \"{}\" (id, version, metadata, created_at, expires_at, ttl_ms) \

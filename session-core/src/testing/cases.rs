@@ -19,6 +19,7 @@ use crate::metadata::{Metadata, limits};
 use crate::record::{Cursor, Update};
 use crate::store::SessionStore;
 use crate::version::Version;
+use crate::write_id::WriteId;
 
 const ATTEMPTS: usize = 4;
 
@@ -1231,4 +1232,202 @@ pub async fn change_stream_signals_down_then_resync<H: Harness>(h: Arc<H>) {
             }
         }
     }
+}
+
+/// A retried update (same [`WriteId`]) returns its original
+/// `Applied(v)` and writes nothing, also after 1 to 3 later writes by
+/// others; a different write at the stale version is a `Conflict`.
+pub async fn retried_update_returns_its_original_outcome<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    s.create(&id, &md(&[("n", "0")]), Ttl::Default)
+        .await
+        .unwrap()
+        .expect("created");
+    let w = WriteId::generate();
+    let mine = md(&[("n", "mine")]);
+    assert_eq!(
+        s.update_once(&id, Version::INITIAL, &mine, &w)
+            .await
+            .unwrap(),
+        Update::Applied(Version::new(2))
+    );
+    // The reply was "lost": the same write again, even with other metadata
+    // (it must not be written, whatever it holds).
+    for _ in 0..2 {
+        assert_eq!(
+            s.update_once(&id, Version::INITIAL, &md(&[("n", "again")]), &w)
+                .await
+                .unwrap(),
+            Update::Applied(Version::new(2)),
+            "a retried update must report its original outcome"
+        );
+    }
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.version, rec.metadata.get("n")),
+        (Version::new(2), Some("mine")),
+        "a retried update must not write again"
+    );
+    // A different write at the stale version is a genuine conflict.
+    assert_eq!(
+        s.update_once(&id, Version::INITIAL, &mine, &WriteId::generate())
+            .await
+            .unwrap(),
+        Update::Conflict {
+            current: Version::new(2)
+        }
+    );
+    // Others write 1, 2, 3 times after it: the retry still reports it.
+    let mut others = Vec::new();
+    for k in 1..=3u64 {
+        let other = WriteId::generate();
+        let at = Version::new(1 + k);
+        let theirs = md(&[("n", &format!("other {k}"))]);
+        assert_eq!(
+            s.update_once(&id, at, &theirs, &other).await.unwrap(),
+            Update::Applied(at.next())
+        );
+        others.push((other, at, theirs));
+        assert_eq!(
+            s.update_once(&id, Version::INITIAL, &mine, &w)
+                .await
+                .unwrap(),
+            Update::Applied(Version::new(2)),
+            "retry after {k} later write(s) by others"
+        );
+        for (o, at, m) in &others {
+            assert_eq!(
+                s.update_once(&id, *at, m, o).await.unwrap(),
+                Update::Applied(at.next()),
+                "every recent write is remembered with its own version"
+            );
+        }
+        let rec = s.load(&id).await.unwrap().unwrap();
+        assert_eq!(rec.version, at.next(), "a retry wrote after {k} writes");
+        assert_eq!(rec.metadata, others.last().unwrap().2);
+    }
+    // `update` (a fresh id each call) at a stale version still conflicts.
+    assert_eq!(
+        s.update(&id, Version::INITIAL, &mine).await.unwrap(),
+        Update::Conflict {
+            current: Version::new(5)
+        }
+    );
+}
+
+/// A retried create (same [`WriteId`]) returns the version it created,
+/// not `None`, and writes nothing; another create of the id is `None`.
+pub async fn retried_create_returns_its_version<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let w = WriteId::generate();
+    let first = md(&[("who", "first")]);
+    assert_eq!(
+        s.create_once(&id, &first, Ttl::Default, &w).await.unwrap(),
+        Some(Version::INITIAL)
+    );
+    assert_eq!(
+        s.create_once(&id, &md(&[("who", "retry")]), Ttl::Default, &w)
+            .await
+            .unwrap(),
+        Some(Version::INITIAL),
+        "a retried create must report the version it created"
+    );
+    assert_eq!(
+        s.create_once(
+            &id,
+            &md(&[("who", "other")]),
+            Ttl::Default,
+            &WriteId::generate()
+        )
+        .await
+        .unwrap(),
+        None,
+        "another create of a taken id"
+    );
+    assert_eq!(s.create(&id, &first, Ttl::Default).await.unwrap(), None);
+    let rec = s.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.version, rec.metadata.get("who")),
+        (Version::INITIAL, Some("first"))
+    );
+    // Still recognised after a later update by someone else.
+    let u = s
+        .update(&id, Version::INITIAL, &md(&[("who", "updated")]))
+        .await
+        .unwrap();
+    assert_eq!(u, Update::Applied(Version::new(2)));
+    assert_eq!(
+        s.create_once(&id, &first, Ttl::Default, &w).await.unwrap(),
+        Some(Version::INITIAL)
+    );
+    assert_eq!(
+        s.load(&id).await.unwrap().unwrap().metadata.get("who"),
+        Some("updated"),
+        "a retried create must not overwrite"
+    );
+}
+
+/// A retry after the record was deleted: an update reports `Missing`
+/// (the record and its write list are gone), and never recreates it.
+pub async fn retried_write_after_delete_is_missing<H: Harness>(h: Arc<H>) {
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let (c, u) = (WriteId::generate(), WriteId::generate());
+    let m = md(&[("k", "v")]);
+    assert_eq!(
+        s.create_once(&id, &m, Ttl::Default, &c).await.unwrap(),
+        Some(Version::INITIAL)
+    );
+    assert_eq!(
+        s.update_once(&id, Version::INITIAL, &m, &u).await.unwrap(),
+        Update::Applied(Version::new(2))
+    );
+    assert!(s.delete(&id).await.unwrap());
+    assert_eq!(
+        s.update_once(&id, Version::INITIAL, &m, &u).await.unwrap(),
+        Update::Missing
+    );
+    assert!(s.load(&id).await.unwrap().is_none(), "a retry recreated it");
+}
+
+/// Write ids in text form are checked: a wrong length or a byte outside
+/// the alphabet is a typed [`InvalidInput`] error, never a panic, and a
+/// valid one round-trips into a write every store honours.
+pub async fn write_id_text_is_checked<H: Harness>(h: Arc<H>) {
+    for bad in [
+        String::new(),
+        "A".repeat(21),
+        "A".repeat(23),
+        "A".repeat(4096),
+        format!("{}=", "A".repeat(21)),
+        format!("{} ", "A".repeat(21)),
+        format!("{}\n", "A".repeat(21)),
+        format!("{}:", "A".repeat(21)),
+        // Bits past the 128th.
+        format!("{}B", "A".repeat(21)),
+        "\u{e9}".repeat(11),
+    ] {
+        match WriteId::parse(&bad) {
+            Err(InvalidInput::WriteIdLength { .. } | InvalidInput::WriteIdByte { .. }) => {}
+            other => panic!("{bad:?} parsed as {other:?}"),
+        }
+    }
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    let w = WriteId::parse(&WriteId::generate().to_string()).unwrap();
+    assert_eq!(
+        s.create_once(&id, &Metadata::new(), Ttl::Default, &w)
+            .await
+            .unwrap(),
+        Some(Version::INITIAL)
+    );
+    let again = WriteId::parse(&w.to_string()).unwrap();
+    assert_eq!(
+        s.create_once(&id, &Metadata::new(), Ttl::Default, &again)
+            .await
+            .unwrap(),
+        Some(Version::INITIAL)
+    );
 }

@@ -13,6 +13,9 @@
 pub mod cases;
 pub mod isolation;
 pub mod logs;
+mod reply_dropper;
+
+pub use reply_dropper::ReplyDropper;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -234,6 +237,10 @@ macro_rules! store_contract_tests {
             scan_rejects_zero_limit,
             change_stream_reports_other_handles_writes,
             change_stream_signals_down_then_resync,
+            retried_update_returns_its_original_outcome,
+            retried_create_returns_its_version,
+            retried_write_after_delete_is_missing,
+            write_id_text_is_checked,
         );
     };
 }

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use session_core::{
     ChangeStream, Cursor, Metadata, Page, Record, Result, SessionId, SessionStore, StoreConfig,
-    Ttl, Update, Version,
+    Ttl, Update, Version, WriteId,
 };
 use session_storage_sql::CleanupHandle;
 
@@ -24,6 +24,16 @@ impl<S: SessionStore> SessionStore for WithCleanup<S> {
         ttl: Ttl,
     ) -> Result<Option<Version>> {
         self.store.create(id, metadata, ttl).await
+    }
+
+    async fn create_once(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+        write: &WriteId,
+    ) -> Result<Option<Version>> {
+        self.store.create_once(id, metadata, ttl, write).await
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
@@ -45,6 +55,16 @@ impl<S: SessionStore> SessionStore for WithCleanup<S> {
         metadata: &Metadata,
     ) -> Result<Update> {
         self.store.update(id, expected, metadata).await
+    }
+
+    async fn update_once(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+        write: &WriteId,
+    ) -> Result<Update> {
+        self.store.update_once(id, expected, metadata, write).await
     }
 
     async fn touch(&self, id: &SessionId) -> Result<bool> {

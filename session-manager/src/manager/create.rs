@@ -18,7 +18,7 @@ impl<F: SessionFactory> Inner<F> {
         for _ in 0..3 {
             let id = SessionId::generate();
             let ttl = Ttl::Custom(self.cfg.reservation_ttl);
-            match self.timed(self.store.create(&id, &placeholder, ttl)).await {
+            match self.create_exactly_once(&id, &placeholder, ttl).await {
                 Ok(Some(_)) => {
                     tracing::Span::current().record("session_id", tracing::field::display(&id));
                     return Ok(id);
@@ -92,7 +92,7 @@ impl<F: SessionFactory> Inner<F> {
         metrics::counter!(m::BUILDS, "cause" => "create").increment(1);
         let metadata = with_backend_list(built.metadata)?;
         let version = match self
-            .timed(self.store.update(id, placeholder.version, &metadata))
+            .update_exactly_once(id, placeholder.version, &metadata)
             .await
         {
             Ok(Update::Applied(v)) => v,

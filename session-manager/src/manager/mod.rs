@@ -209,7 +209,10 @@ impl<F: SessionFactory> SessionManager<F> {
     /// the placeholder by compare-and-set, so a terminate in between wins
     /// ([`Error::NotFound`], and the built session is closed). A missing
     /// `vmcp.backend.ids` is added (empty). Cancelling it at any point
-    /// closes whatever it built.
+    /// closes whatever it built. The write is exactly-once: after a
+    /// transient error it is retried with the same write id, so a lost
+    /// reply is neither an error nor a conflict with itself (see
+    /// [`SessionManagerBuilder::write_retries`](crate::SessionManagerBuilder::write_retries)).
     #[tracing::instrument(name = "session_manager.activate", skip_all, fields(session_id = %id))]
     pub async fn activate(&self, id: &SessionId, metadata: Metadata) -> Result<LiveOf<F>> {
         self.inner.activate(id, metadata).await
@@ -245,6 +248,12 @@ impl<F: SessionFactory> SessionManager<F> {
     /// the factory says the live session still matches, else it is evicted
     /// and closed. Returns the stored snapshot after the update (unchanged,
     /// with no write and no TTL slide, if `f` returned equal metadata).
+    ///
+    /// Exactly-once from the caller's view: each edit is one write id; a
+    /// transient error (the reply may be lost after the store applied it)
+    /// retries that write with the same id, so it is never applied twice
+    /// and `f`'s edit is never redone on its own result; a conflict (a
+    /// genuine other writer) re-reads and calls `f` again under a new id.
     #[tracing::instrument(name = "session_manager.update", skip_all, fields(session_id = %id))]
     pub async fn update<E>(
         &self,
@@ -267,7 +276,8 @@ impl<F: SessionFactory> SessionManager<F> {
     }
 
     /// Removes `workload` from the session (idempotent): a CAS update that
-    /// every node sees at its next validation.
+    /// every node sees at its next validation. Exactly-once like `update`:
+    /// a removal whose reply was lost reports `Removed`, not `NotPresent`.
     #[tracing::instrument(name = "session_manager.notify_backend_expired", skip_all, fields(session_id = %id, workload = %workload))]
     pub async fn notify_backend_expired(
         &self,

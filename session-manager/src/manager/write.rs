@@ -5,7 +5,9 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use session_core::{Metadata, SessionId, Snapshot, Update, WorkloadId, keys};
+use session_core::{
+    Metadata, SessionId, Snapshot, Ttl, Update, Version, WorkloadId, WriteId, keys,
+};
 
 use super::Inner;
 use crate::cache::{Cache, SentAt};
@@ -86,10 +88,9 @@ impl<F: SessionFactory> Inner<F> {
                 return Ok(Written::Unchanged(current));
             };
             let sent = self.sent_now();
-            match self
-                .timed(self.store.update(id, current.version, &md))
-                .await
-            {
+            // A new write id per edit: a conflict means a genuine other
+            // writer, so the edit is redone on what it wrote.
+            match self.update_exactly_once(id, current.version, &md).await {
                 Ok(Update::Applied(version)) => {
                     let snapshot = Snapshot {
                         id: id.clone(),
@@ -115,6 +116,63 @@ impl<F: SessionFactory> Inner<F> {
             id: id.clone(),
             attempts: self.cfg.cas_retries,
         })
+    }
+
+    /// One logical update: tried again with the same [`WriteId`] after a
+    /// transient error (the reply may have been lost after the store
+    /// applied it), so a retry reports the original outcome instead of a
+    /// conflict with itself, and the write is applied at most once.
+    pub(super) async fn update_exactly_once(
+        &self,
+        id: &SessionId,
+        expected: Version,
+        metadata: &Metadata,
+    ) -> session_core::Result<Update> {
+        let write = WriteId::generate();
+        let mut attempt = 0;
+        loop {
+            match self
+                .timed(self.store.update_once(id, expected, metadata, &write))
+                .await
+            {
+                Err(e) if e.is_transient() && attempt < self.cfg.write_retries => {
+                    self.write_backoff("update", attempt, &e).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One logical create, retried like [`Self::update_exactly_once`]: a
+    /// retry of a create that was applied reports its version, not "taken".
+    pub(super) async fn create_exactly_once(
+        &self,
+        id: &SessionId,
+        metadata: &Metadata,
+        ttl: Ttl,
+    ) -> session_core::Result<Option<Version>> {
+        let write = WriteId::generate();
+        let mut attempt = 0;
+        loop {
+            match self
+                .timed(self.store.create_once(id, metadata, ttl, &write))
+                .await
+            {
+                Err(e) if e.is_transient() && attempt < self.cfg.write_retries => {
+                    self.write_backoff("create", attempt, &e).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_backoff(&self, op: &'static str, attempt: u32, e: &session_core::Error) {
+        metrics::counter!(m::WRITE_RETRIES, "op" => op).increment(1);
+        tracing::debug!(op, attempt, error = %e, "write retried with the same write id");
+        let max = self.cfg.write_backoff.saturating_mul(1 << attempt.min(6));
+        tokio::time::sleep(jitter(max)).await;
     }
 
     async fn backoff(&self, attempt: u32) {

@@ -257,6 +257,14 @@ pub struct TestStore {
     /// When set, `changes()` subscribes to this hub instead of the inner
     /// store's (take it out to end the stream).
     pub hub: Option<Arc<Mutex<Option<session_core::ChangeHub>>>>,
+    /// The next this many writes (`create_once`, `update_once`) reach
+    /// storage and are applied, then their reply is lost: the caller gets
+    /// a timeout.
+    pub lose_replies: Arc<AtomicUsize>,
+    /// After each lost reply, another writer (a fresh write id) updates
+    /// the session this many times, setting key `other`, before the
+    /// caller can retry.
+    pub interleave: Arc<AtomicUsize>,
 }
 
 impl TestStore {
@@ -269,7 +277,28 @@ impl TestStore {
             delay: Duration::ZERO,
             reply_delay: Duration::ZERO,
             hub: None,
+            lose_replies: Arc::default(),
+            interleave: Arc::default(),
         }
+    }
+
+    /// Whether to lose this write's reply (consumes one from `lose_replies`).
+    fn lose(&self) -> bool {
+        self.lose_replies
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// A write was applied and its reply is lost: others write, then the
+    /// caller sees a timeout.
+    async fn lost<T>(&self, id: &SessionId) -> session_core::Result<T> {
+        for n in 0..self.interleave.load(Ordering::SeqCst) {
+            let rec = self.inner.load(id).await.unwrap().expect("live");
+            let md = rec.metadata.with("other", n.to_string()).unwrap();
+            let u = self.inner.update(id, rec.version, &md).await.unwrap();
+            assert!(matches!(u, Update::Applied(_)), "{u:?}");
+        }
+        Err(session_core::Error::Timeout(Duration::from_secs(1)))
     }
 
     async fn enter(&self, counter: &AtomicUsize) -> session_core::Result<()> {
@@ -294,15 +323,19 @@ impl TestStore {
 
 #[async_trait]
 impl SessionStore for TestStore {
-    async fn create(
+    async fn create_once(
         &self,
         id: &SessionId,
         metadata: &Metadata,
         ttl: Ttl,
+        write: &session_core::WriteId,
     ) -> session_core::Result<Option<Version>> {
         self.enter(&self.calls.create).await?;
-        let r = self.inner.create(id, metadata, ttl).await;
+        let r = self.inner.create_once(id, metadata, ttl, write).await;
         self.yielder.pause(2).await;
+        if r.is_ok() && self.lose() {
+            return self.lost(id).await;
+        }
         r
     }
     async fn load(&self, id: &SessionId) -> session_core::Result<Option<Record>> {
@@ -323,15 +356,19 @@ impl SessionStore for TestStore {
         self.replied().await;
         r
     }
-    async fn update(
+    async fn update_once(
         &self,
         id: &SessionId,
         expected: Version,
         metadata: &Metadata,
+        write: &session_core::WriteId,
     ) -> session_core::Result<Update> {
         self.enter(&self.calls.update).await?;
-        let r = self.inner.update(id, expected, metadata).await;
+        let r = self.inner.update_once(id, expected, metadata, write).await;
         self.yielder.pause(2).await;
+        if r.is_ok() && self.lose() {
+            return self.lost(id).await;
+        }
         r
     }
     async fn touch(&self, id: &SessionId) -> session_core::Result<bool> {

@@ -4,16 +4,17 @@
 -- ARGV[3] session id
 -- Returns 1 if live and slid, 0 if absent or past its capped deadline (then
 -- deleted, and the delete published). A legacy hash record is rewritten as
--- a string with the same version, metadata, creation time and ttl.
+-- a string (s2, with an empty write list) with the same version,
+-- metadata, creation time and ttl.
 -- Calls on the hot path: GETRANGE, PEXPIRE (TIME and PEXPIREAT with a cap).
 local key = KEYS[1]
 local absent = 0
-local v, c, t, m
+local f, v, c, t, m, p
 --@header
 if m == false then return redis.error_reply('VMCPCORRUPT missing m') end
 if ARGV[1] == '0' then
   if m then
-    redis.call('SET', key, 's1 ' .. v .. ' ' .. c .. ' ' .. t .. '\n' .. m, 'PX', t)
+    redis.call('SET', key, 's2 ' .. v .. ' ' .. c .. ' ' .. t .. '\n\n' .. m, 'PX', t)
   else
     redis.call('PEXPIRE', key, t)
   end
@@ -30,7 +31,7 @@ if at <= now then
   return 0
 end
 if m then
-  redis.call('SET', key, 's1 ' .. v .. ' ' .. c .. ' ' .. t .. '\n' .. m, 'PXAT', at)
+  redis.call('SET', key, 's2 ' .. v .. ' ' .. c .. ' ' .. t .. '\n\n' .. m, 'PXAT', at)
 else
   redis.call('PEXPIREAT', key, at)
 end

@@ -3,21 +3,56 @@
 -- ARGV[1] expected version, ARGV[2] the version after it (computed by the
 -- client: no arithmetic on versions here), ARGV[3] metadata JSON,
 -- ARGV[4] store ttl ms, ARGV[5] max lifetime ms ('0': none),
--- ARGV[6] change channel, ARGV[7] session id
+-- ARGV[6] change channel, ARGV[7] session id, ARGV[8] this write's entry
+-- for the write list ('<write id>:<ARGV[2] as 16 digits>', 39 bytes)
 -- Returns 0 missing (or past its capped deadline: then deleted and the
 -- delete published), 1 applied (the record is at ARGV[2]), {2, current
--- version} conflict, 3 at the maximum version (nothing written).
+-- version} conflict, 3 at the maximum version (nothing written), {4,
+-- version as 16 digits} this write was applied before (a retry: nothing
+-- written).
 -- The metadata is not read: a CAS naming the right version replaces
 -- metadata that does not decode (the repair path). A legacy hash record is
 -- rewritten as a string (the SET replaces it).
+-- The write list (see record.rs) is the line after an s2 header: newest
+-- first, fixed-width entries 40 bytes apart. The applied write prepends
+-- its entry and keeps the newest 4 (159 bytes); only a version mismatch
+-- searches it.
 -- Calls on the hot path: GETRANGE, SET, PUBLISH (and TIME with a cap).
 local key = KEYS[1]
 local absent = 0
-local v, c, t, m
+local f, v, c, t, m, p
 --@header
-if v ~= ARGV[1] then return { 2, v } end
+-- The write list: `n` bytes from `p` (none in s1 or a legacy hash).
+local n = 0
+if f == '2' then
+  local e = string.find(h, '\n', p, true)
+  if not e or e - p > 159 then return redis.error_reply('VMCPCORRUPT missing w') end
+  n = e - p
+end
+if v ~= ARGV[1] then
+  -- Was it this write? Only an entry-aligned '<id>:' and 16 digits count.
+  if n > 0 then
+    local w = string.sub(h, p, p + n - 1)
+    local needle = string.sub(ARGV[8], 1, 23)
+    local i = string.find(w, needle, 1, true)
+    while i do
+      if (i - 1) % 40 == 0 then
+        local d = string.sub(w, i + 23, i + 38)
+        if #d == 16 and not string.find(d, '%D') then return { 4, d } end
+      end
+      i = string.find(w, needle, i + 1, true)
+    end
+  end
+  return { 2, v }
+end
 if v == '9007199254740991' then return 3 end
-local value = 's1 ' .. ARGV[2] .. ' ' .. c .. ' ' .. ARGV[4] .. '\n' .. ARGV[3]
+-- This write's entry, then the newest three of the old list.
+local keep = ''
+if n > 0 then
+  if n > 119 then n = 119 end
+  keep = ' ' .. string.sub(h, p, p + n - 1)
+end
+local value = 's2 ' .. ARGV[2] .. ' ' .. c .. ' ' .. ARGV[4] .. '\n' .. ARGV[8] .. keep .. '\n' .. ARGV[3]
 if ARGV[5] == '0' then
   redis.call('SET', key, value, 'PX', ARGV[4])
 else

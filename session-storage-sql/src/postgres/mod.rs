@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use session_core::{
     ChangeHub, ChangeStream, ConfigError, Cursor, Error, InvalidInput, Metadata, Page, Record,
-    Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
+    Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version, WriteId, write_log,
 };
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -291,11 +291,12 @@ async fn purge(inner: &Inner, batch: u32) -> Result<u64> {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
-    async fn create(
+    async fn create_once(
         &self,
         id: &SessionId,
         metadata: &Metadata,
         ttl: Ttl,
+        write: &WriteId,
     ) -> Result<Option<Version>> {
         let inner = &*self.inner;
         let ttl_ms = millis(inner.config.effective_ttl(ttl));
@@ -304,11 +305,19 @@ impl SessionStore for PostgresStore {
             .bind(metadata.json())
             .bind(ttl_ms)
             .bind(inner.max_ms)
+            .bind(write.log_entry(Version::INITIAL))
             .fetch_optional(&inner.pool)
             .await
             .map_err(|e| inner.err(e))?;
         if row.is_none() {
-            return Ok(None);
+            // Taken: by this very create, applied before (a retry)?
+            let writes: Option<String> = sqlx::query_scalar(inner.sql.writes.clone())
+                .bind(id.as_str())
+                .fetch_optional(&inner.pool)
+                .await
+                .map_err(|e| inner.err(e))?;
+            let mine = writes.is_some_and(|w| write_log::find(&w, write) == Some(Version::INITIAL));
+            return Ok(mine.then_some(Version::INITIAL));
         }
         inner.notify_after(|| format!("w:1:{id}"));
         Ok(Some(Version::INITIAL))
@@ -344,14 +353,17 @@ impl SessionStore for PostgresStore {
         v.map(|v| version(id.as_str(), v)).transpose()
     }
 
-    async fn update(
+    async fn update_once(
         &self,
         id: &SessionId,
         expected: Version,
         metadata: &Metadata,
+        write: &WriteId,
     ) -> Result<Update> {
         let inner = &*self.inner;
         let expected_raw = version_param(expected);
+        // Unused (the statements refuse the write) at Version::MAX.
+        let entry = write.log_entry(expected.checked_next().unwrap_or(Version::MAX));
         // The common case first: the write applies. Only when it matches
         // nothing does the full statement below find out why (missing,
         // conflict, version ceiling, capped deadline).
@@ -361,6 +373,7 @@ impl SessionStore for PostgresStore {
             .bind(metadata.json())
             .bind(inner.ttl_ms)
             .bind(inner.max_ms)
+            .bind(&entry)
             .fetch_optional(&inner.pool)
             .await
             .map_err(|e| inner.err(e))?
@@ -379,12 +392,23 @@ impl SessionStore for PostgresStore {
                 .bind(metadata.json())
                 .bind(inner.ttl_ms)
                 .bind(inner.max_ms)
+                .bind(&entry)
                 .fetch_one(&inner.pool)
                 .await
                 .map_err(|e| inner.err(e))?;
             let applied: Option<i64> = row.try_get(0).map_err(|e| inner.err(e))?;
             let current: Option<i64> = row.try_get(1).map_err(|e| inner.err(e))?;
             let expired: bool = row.try_get(2).map_err(|e| inner.err(e))?;
+            let writes: Option<String> = row.try_get(3).map_err(|e| inner.err(e))?;
+            // Not written now, but by this very write before (a retry
+            // after a lost reply): its original outcome. The list is from
+            // the statement's own snapshot, like `current`.
+            if applied.is_none()
+                && current != Some(expected_raw)
+                && let Some(v) = writes.as_deref().and_then(|w| write_log::find(w, write))
+            {
+                return Ok(Update::Applied(v));
+            }
             match (applied, current) {
                 (Some(v), _) => {
                     let v = version(id.as_str(), v)?;

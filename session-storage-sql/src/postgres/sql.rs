@@ -16,9 +16,12 @@ macro_rules! ms {
 /// Rendered statements (cheap to clone: shared strings).
 #[derive(Clone, Debug)]
 pub(crate) struct Statements {
-    /// `$1` id, `$2` metadata, `$3` ttl ms, `$4` max lifetime ms (nullable)
-    /// → one row (`version`) if created.
+    /// `$1` id, `$2` metadata, `$3` ttl ms, `$4` max lifetime ms (nullable),
+    /// `$5` the create's write list entry → one row (`version`) if created.
     pub(crate) create: SqlStr,
+    /// `$1` id → `writes` of the live row (a create that found the id
+    /// taken asks whether it was its own, earlier, attempt).
+    pub(crate) writes: SqlStr,
     /// `$1` id, `$2` max lifetime ms, `$3` slide fraction → `version`,
     /// `metadata`, `stale` (whether the slide throttle's window has passed).
     pub(crate) load: SqlStr,
@@ -28,9 +31,12 @@ pub(crate) struct Statements {
     pub(crate) slide: SqlStr,
     /// `$1` id → `version`.
     pub(crate) version: SqlStr,
-    /// `$1` id, `$2` expected, `$3` metadata, `$4` ttl ms, `$5` max ms
-    /// → `applied`, `current` (both nullable), `expired` (the row was at
-    /// the expected version but past its capped deadline: deleted).
+    /// `$1` id, `$2` expected, `$3` metadata, `$4` ttl ms, `$5` max ms,
+    /// `$6` this write's list entry → `applied`, `current` (both
+    /// nullable), `expired` (the row was at the expected version but past
+    /// its capped deadline: deleted), `writes` (the live row's write list,
+    /// from the same snapshot as `current`: a retried write finds itself
+    /// there).
     pub(crate) update: SqlStr,
     /// `update`'s fast path, same parameters → `version` if applied, no
     /// row otherwise (then `update` tells why). A single `UPDATE`: no
@@ -95,18 +101,28 @@ impl Statements {
                 not_past = not_past(ms!(2)),
             )
         };
+        // Prepend this write's entry, keep the newest four (fixed-width
+        // entries: see session_core::write_log).
+        let push = format!(
+            "rtrim(left($6::text || ' ' || writes, {}))",
+            session_core::write_log::MAX_LEN
+        );
         Self {
             create: sql(format!(
                 "WITH ins AS (\
-                   INSERT INTO {t} AS s (id, version, metadata, created_at, expires_at, ttl) \
-                   VALUES ($1, 1, $2, now(), least(now() + {ttl}, now() + {max}), {ttl}) \
+                   INSERT INTO {t} AS s (id, version, metadata, created_at, expires_at, ttl, writes) \
+                   VALUES ($1, 1, $2, now(), least(now() + {ttl}, now() + {max}), {ttl}, $5) \
                    ON CONFLICT (id) DO UPDATE SET version = 1, metadata = excluded.metadata, \
-                     created_at = excluded.created_at, expires_at = excluded.expires_at, ttl = excluded.ttl \
+                     created_at = excluded.created_at, expires_at = excluded.expires_at, ttl = excluded.ttl, \
+                     writes = excluded.writes \
                    WHERE s.expires_at <= now() \
                    RETURNING s.version) \
                  SELECT version{notify_create} FROM ins",
                 ttl = ms!(3),
                 max = ms!(4),
+            )),
+            writes: sql(format!(
+                "SELECT writes FROM {t} WHERE id = $1 AND expires_at > now()"
             )),
             load: sql(format!(
                 "SELECT version, metadata, expires_at < {row_deadline} - ttl * $3::float8 AS stale \
@@ -122,17 +138,18 @@ impl Statements {
             // version ceiling (nothing written), the capped deadline
             // (deleted), then the write.
             update: sql(format!(
-                "WITH cur AS (SELECT version FROM {t} WHERE id = $1 AND expires_at > now()), \
+                "WITH cur AS (SELECT version, writes FROM {t} WHERE id = $1 AND expires_at > now()), \
                  del AS (DELETE FROM {t} WHERE id = $1 AND version = $2 AND version < {max_version} \
                    AND expires_at > now() AND {past} RETURNING 1), \
                  upd AS (\
                    UPDATE {t} SET version = version + 1, metadata = $3, ttl = {ttl}, \
-                     expires_at = {dl} \
+                     expires_at = {dl}, writes = {push} \
                    WHERE id = $1 AND version = $2 AND version < {max_version} \
                      AND expires_at > now() AND {not_past} \
                    RETURNING version) \
                  SELECT (SELECT version FROM upd) AS applied, (SELECT version FROM cur) AS current, \
-                   EXISTS (SELECT 1 FROM del) AS expired{notify_update}{notify_expired}",
+                   EXISTS (SELECT 1 FROM del) AS expired, (SELECT writes FROM cur) AS writes\
+                   {notify_update}{notify_expired}",
                 ttl = ms!(4),
                 dl = deadline(ms!(4), ms!(5)),
                 past = past(ms!(5)),
@@ -141,7 +158,8 @@ impl Statements {
             )),
             // Exactly `update`'s write: same WHERE, same SET.
             update_applied: sql(format!(
-                "UPDATE {t} SET version = version + 1, metadata = $3, ttl = {ttl}, expires_at = {dl} \
+                "UPDATE {t} SET version = version + 1, metadata = $3, ttl = {ttl}, expires_at = {dl}, \
+                   writes = {push} \
                  WHERE id = $1 AND version = $2 AND version < {max_version} \
                    AND expires_at > now() AND {not_past} \
                  RETURNING version{notify_applied}",

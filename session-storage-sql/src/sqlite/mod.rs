@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use session_core::{
     Change, ChangeHub, ChangeStream, Cursor, Error, InvalidInput, Metadata, Page, Record, Result,
-    SessionId, SessionStore, StoreConfig, Ttl, Update, Version,
+    SessionId, SessionStore, StoreConfig, Ttl, Update, Version, WriteId, write_log,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -294,11 +294,12 @@ async fn purge(shared: &Shared, batch: u32) -> Result<u64> {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
-    async fn create(
+    async fn create_once(
         &self,
         id: &SessionId,
         metadata: &Metadata,
         ttl: Ttl,
+        write: &WriteId,
     ) -> Result<Option<Version>> {
         let ttl_ms = millis(self.config.effective_ttl(ttl));
         let created: Option<i64> = sqlx::query_scalar(self.shared.sql.create.clone())
@@ -306,11 +307,19 @@ impl SessionStore for SqliteStore {
             .bind(metadata.json())
             .bind(ttl_ms)
             .bind(self.max_ms)
+            .bind(write.log_entry(Version::INITIAL))
             .fetch_optional(&self.shared.pool)
             .await
             .map_err(|e| self.err(e))?;
         if created.is_none() {
-            return Ok(None);
+            // Taken: by this very create, applied before (a retry)?
+            let writes: Option<String> = sqlx::query_scalar(self.shared.sql.writes.clone())
+                .bind(id.as_str())
+                .fetch_optional(&self.shared.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            let mine = writes.is_some_and(|w| write_log::find(&w, write) == Some(Version::INITIAL));
+            return Ok(mine.then_some(Version::INITIAL));
         }
         self.publish(Change::Written {
             id: id.clone(),
@@ -356,11 +365,12 @@ impl SessionStore for SqliteStore {
         v.map(|v| version(id.as_str(), v)).transpose()
     }
 
-    async fn update(
+    async fn update_once(
         &self,
         id: &SessionId,
         expected: Version,
         metadata: &Metadata,
+        write: &WriteId,
     ) -> Result<Update> {
         let sh = &*self.shared;
         let mut tx = sh
@@ -374,30 +384,42 @@ impl SessionStore for SqliteStore {
             .bind(metadata.json())
             .bind(self.ttl_ms)
             .bind(self.max_ms)
+            .bind(write.log_entry(expected.checked_next().unwrap_or(Version::MAX)))
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
         let mut expired = false;
+        let mut replayed = false;
         let outcome = if let Some(v) = applied {
             Update::Applied(version(id.as_str(), v)?)
         } else {
             // Same transaction: nothing can change between the reads.
-            let current: Option<(i64, bool)> = sqlx::query_as(sh.sql.current.clone())
+            let current: Option<(i64, bool, String)> = sqlx::query_as(sh.sql.current.clone())
                 .bind(id.as_str())
                 .bind(self.max_ms)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
             match current {
-                Some((v, _)) if v != version_param(expected) => Update::Conflict {
-                    current: version(id.as_str(), v)?,
-                },
+                // Written before by this very write (a retry after a lost
+                // reply): its original outcome, nothing written.
+                Some((v, _, writes)) if v != version_param(expected) => {
+                    match write_log::find(&writes, write) {
+                        Some(before) => {
+                            replayed = true;
+                            Update::Applied(before)
+                        }
+                        None => Update::Conflict {
+                            current: version(id.as_str(), v)?,
+                        },
+                    }
+                }
                 // At the expected version, yet not applied: the ceiling
                 // (nothing written), or past its capped deadline (deleted).
                 Some(_) if expected >= Version::MAX => {
                     return Err(error::version_limit(id.as_str()));
                 }
-                Some((_, past)) => {
+                Some((_, past, _)) => {
                     debug_assert!(past, "the update matched nothing for no reason");
                     let gone: Option<i64> = sqlx::query_scalar(sh.sql.expire.clone())
                         .bind(id.as_str())
@@ -413,7 +435,7 @@ impl SessionStore for SqliteStore {
         };
         tx.commit().await.map_err(|e| self.err(e))?;
         match outcome {
-            Update::Applied(version) => self.publish(Change::Written {
+            Update::Applied(version) if !replayed => self.publish(Change::Written {
                 id: id.clone(),
                 version,
             }),
