@@ -307,12 +307,14 @@ mod tests {
             map in proptest::collection::btree_map("[a-z.]{1,12}", "\\PC{0,20}", 0..6),
         ) {
             let md = Metadata::from_map(map).unwrap();
-            let raw = encode(Version::new(version), created, ttl, md.json());
+            let raw = encode(Version::new(version), created, ttl, "", md.json());
             let (h, m) = decode("k", &raw).unwrap();
             proptest::prop_assert_eq!((h.version.get(), h.ttl_ms, &m), (version, ttl, &md));
             let head = decode_header("k", &raw[..raw.len().min(HEADER_MAX)]).unwrap();
             proptest::prop_assert_eq!(head, h);
-            proptest::prop_assert_eq!(&raw[h.len..], md.json().as_bytes());
+            // An empty write-id line sits between the header and the metadata.
+            proptest::prop_assert_eq!(&raw[h.len..=h.len], b"\n");
+            proptest::prop_assert_eq!(&raw[h.len + 1..], md.json().as_bytes());
         }
 
         /// A header with any one byte changed decodes to the same values
@@ -324,13 +326,14 @@ mod tests {
             at in 0usize..40,
             byte in proptest::prelude::any::<u8>(),
         ) {
-            let mut raw = encode(Version::new(version), 17, ttl, "{}");
+            let mut raw = encode(Version::new(version), 17, ttl, "", "{}");
             let at = at % raw.len();
             raw[at] = byte;
             match decode("k", &raw) {
                 Ok((h, m)) => {
                     proptest::prop_assert!(h.version.get() >= 1 && h.ttl_ms >= 1);
-                    proptest::prop_assert_eq!(m.json().as_bytes(), &raw[h.len..]);
+                    let start = if h.has_writes { skip_writes("k", &raw, h.len).unwrap() } else { h.len };
+                    proptest::prop_assert_eq!(m.json().as_bytes(), &raw[start..]);
                 }
                 Err(Error::Corrupt { key, .. }) => proptest::prop_assert_eq!(key, "k"),
                 Err(other) => proptest::prop_assert!(false, "{other:?}"),
