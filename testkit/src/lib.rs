@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod faults;
 mod proxy;
 pub mod url;
 
