@@ -114,6 +114,7 @@ pub async fn paused_ops_time_out(
     proxy.pause();
     let limit = timeout + HANG_MARGIN;
     let fresh = SessionId::generate();
+    let started = Instant::now();
     let results: Vec<(&str, Result<(), Error>)> = vec![
         (
             "create",
@@ -164,12 +165,25 @@ pub async fn paused_ops_time_out(
             bounded("scan", limit, store.scan(None, 10)).await.map(drop),
         ),
     ];
+    let failing = started.elapsed();
     for (what, result) in &results {
         match result {
             Ok(()) => panic!("{what} succeeded through a blackhole"),
             Err(e) => assert_fault_error(what, e),
         }
     }
+    let kinds: Vec<String> = results
+        .iter()
+        .map(|(what, r)| match r {
+            Err(Error::Timeout(d)) => format!("{what}: Timeout({d:?})"),
+            Err(Error::Unavailable(_)) => format!("{what}: Unavailable"),
+            other => format!("{what}: {other:?}"),
+        })
+        .collect();
+    eprintln!(
+        "blackhole: {} operations failed in {failing:?}: {kinds:?}",
+        results.len()
+    );
     proxy.resume();
     let took = recovery(store, &id).await;
     // The held update may have reached the server after the blackhole, but
@@ -440,6 +454,23 @@ impl DropReport {
     }
 }
 
+/// Runs every write once on a scratch session, on the connection the next
+/// request will use (a lost reply resets the connection, so this runs
+/// before each case): scripts are loaded and statements prepared, so the
+/// request whose reply is lost is the write itself, not a handshake or a
+/// statement preparation.
+async fn warm_up(store: &dyn SessionStore) {
+    let warm = SessionId::generate();
+    let zero = counted(0);
+    let one = counted(1);
+    settled("warm-up", || store.create(&warm, &zero, Ttl::Default)).await;
+    let _ = settled("warm-up", || store.update(&warm, Version::INITIAL, &one)).await;
+    settled("warm-up", || store.touch(&warm)).await;
+    settled("warm-up", || store.load(&warm)).await;
+    settled("warm-up", || store.delete(&warm)).await;
+    settled("warm-up", || store.version(&warm)).await;
+}
+
 /// For each write (create, update, touch, delete): the proxy forwards the
 /// request and loses its reply. The caller gets the right result or a
 /// transient error; the write was applied at most once; a retry of the
@@ -448,22 +479,10 @@ impl DropReport {
 pub async fn dropped_replies(store: &dyn SessionStore, proxy: &FaultProxy) -> DropReport {
     let mut report = DropReport::default();
     let limit = RECOVERY_BOUND;
-    // Warm up (prepared statements, scripts loaded) so the request whose
-    // reply is lost is the write itself.
-    let warm = SessionId::generate();
-    store
-        .create(&warm, &counted(0), Ttl::Default)
-        .await
-        .unwrap();
-    let warmed = store.update(&warm, Version::INITIAL, &counted(1)).await;
-    assert_eq!(warmed.unwrap(), Update::Applied(Version::new(2)));
-    store.touch(&warm).await.unwrap();
-    store.delete(&warm).await.unwrap();
-    store.version(&warm).await.unwrap();
-
     // create
     let id = SessionId::generate();
-    proxy.drop_replies(1);
+    warm_up(store).await;
+    proxy.drop_replies_to(1, id.as_str());
     let first = bounded(
         "create",
         limit,
@@ -495,7 +514,8 @@ pub async fn dropped_replies(store: &dyn SessionStore, proxy: &FaultProxy) -> Dr
         .push(("create", first.is_err(), stored.is_some()));
 
     // update
-    proxy.drop_replies(1);
+    warm_up(store).await;
+    proxy.drop_replies_to(1, id.as_str());
     let first = bounded(
         "update",
         limit,
@@ -532,7 +552,8 @@ pub async fn dropped_replies(store: &dyn SessionStore, proxy: &FaultProxy) -> Dr
         .push(("update", first.is_err(), stored.version == Version::new(2)));
 
     // touch (slides only: nothing to apply twice, the version must not move)
-    proxy.drop_replies(1);
+    warm_up(store).await;
+    proxy.drop_replies_to(1, id.as_str());
     let first = bounded("touch", limit, store.touch(&id)).await;
     proxy.drop_replies(0);
     match &first {
@@ -546,7 +567,8 @@ pub async fn dropped_replies(store: &dyn SessionStore, proxy: &FaultProxy) -> Dr
     report.outcomes.push(("touch", first.is_err(), true));
 
     // delete
-    proxy.drop_replies(1);
+    warm_up(store).await;
+    proxy.drop_replies_to(1, id.as_str());
     let first = bounded("delete", limit, store.delete(&id)).await;
     proxy.drop_replies(0);
     let stored = settled("version", || store.version(&id)).await;
