@@ -106,5 +106,6 @@ fn postgres_dropped_replies_apply_at_most_once() {
         let store = connect(cfg).await;
         let report = faults::dropped_replies(&store, &proxy).await;
         assert!(report.applied_unacknowledged() >= 3, "{report:?}");
+        assert!(report.all_honest(), "{report:?}");
     });
 }

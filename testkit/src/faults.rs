@@ -1,6 +1,6 @@
 //! Network fault cases every store runs through a [`FaultProxy`] (like the
 //! contract suite, one generic function per case; each store's tests give
-//! it a store whose URL dials the proxy). They assert what must hold under
+//! it a store whose URLs dial the proxies, as a [`Network`]). They assert what must hold under
 //! faults, never how fast: timings are bounded only generously, to catch a
 //! hang, and returned so tests can print them.
 //!
@@ -25,7 +25,7 @@ use session_core::{
     Change, ChangeStream, Error, Metadata, Record, SessionId, SessionStore, Ttl, Update, Version,
 };
 
-use crate::FaultProxy;
+use crate::Network;
 
 /// Added to a configured timeout before an operation counts as hung.
 pub const HANG_MARGIN: Duration = Duration::from_secs(5);
@@ -102,7 +102,7 @@ async fn recovery(store: &dyn SessionStore, probe: &SessionId) -> Duration {
 /// blackhole to the first successful read.
 pub async fn paused_ops_time_out(
     store: &dyn SessionStore,
-    proxy: &FaultProxy,
+    proxy: &(impl Network + ?Sized),
     timeout: Duration,
 ) -> Duration {
     let id = SessionId::generate();
@@ -286,7 +286,7 @@ const WRITERS: usize = 4;
 /// successful read.
 pub async fn resets_under_load(
     store: Arc<dyn SessionStore>,
-    proxy: &FaultProxy,
+    proxy: &(impl Network + ?Sized),
     faulty: Duration,
 ) -> Duration {
     let stop = Arc::new(AtomicBool::new(false));
@@ -361,7 +361,7 @@ async fn next_signal(stream: &mut ChangeStream, limit: Duration) -> Option<Chang
 pub async fn stalled_stream_resyncs(
     watcher: &dyn SessionStore,
     writer: &dyn SessionStore,
-    proxy: &FaultProxy,
+    proxy: &(impl Network + ?Sized),
     stall: Duration,
 ) -> Duration {
     let mut stream = watcher.changes().expect("the store has a change stream");
@@ -439,18 +439,51 @@ async fn delivered(
     }
 }
 
-/// What [`dropped_replies`] saw: per operation, whether the write whose
-/// reply was lost had been applied.
+/// What one write of [`dropped_replies`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct DropOutcome {
+    /// The write.
+    pub op: &'static str,
+    /// The caller got a (transient) error.
+    pub errored: bool,
+    /// The write was applied (once: more is a failure of the case).
+    pub applied: bool,
+    /// The caller got the right result or a transient error. `false` when
+    /// a transparent retry answered instead (a Redis Cluster client
+    /// re-sends a command whose connection broke: `create` then says the
+    /// id is taken, `update` reports a conflict, `delete` finds nothing,
+    /// for a write that was applied once).
+    pub honest: bool,
+}
+
+/// What [`dropped_replies`] saw, per write.
 #[derive(Debug, Default)]
 pub struct DropReport {
-    /// (operation, the caller got an error, the write was applied).
-    pub outcomes: Vec<(&'static str, bool, bool)>,
+    /// One per write, in order: create, update, touch, delete.
+    pub outcomes: Vec<DropOutcome>,
 }
 
 impl DropReport {
     /// Writes that were applied although their caller got an error.
     pub fn applied_unacknowledged(&self) -> usize {
-        self.outcomes.iter().filter(|(_, e, a)| *e && *a).count()
+        self.outcomes
+            .iter()
+            .filter(|o| o.errored && o.applied)
+            .count()
+    }
+
+    /// Every caller got the right result or a transient error.
+    pub fn all_honest(&self) -> bool {
+        self.outcomes.iter().all(|o| o.honest)
+    }
+
+    fn push(&mut self, op: &'static str, errored: bool, applied: bool, honest: bool) {
+        self.outcomes.push(DropOutcome {
+            op,
+            errored,
+            applied,
+            honest,
+        });
     }
 }
 
@@ -476,28 +509,31 @@ async fn warm_up(store: &dyn SessionStore) {
 /// transient error; the write was applied at most once; a retry of the
 /// same call does not apply it again (it returns the original outcome or,
 /// without idempotency tokens, the conflict that shows it was applied).
-pub async fn dropped_replies(store: &dyn SessionStore, proxy: &FaultProxy) -> DropReport {
+pub async fn dropped_replies(
+    store: &dyn SessionStore,
+    proxy: &(impl Network + ?Sized),
+) -> DropReport {
     let mut report = DropReport::default();
     let limit = RECOVERY_BOUND;
     // create
     let id = SessionId::generate();
     warm_up(store).await;
-    proxy.drop_replies_to(1, id.as_str());
+    proxy.drop_replies_to(1, id.as_str().as_bytes());
     let first = bounded(
         "create",
         limit,
         store.create(&id, &counted(0), Ttl::Default),
     )
     .await;
-    proxy.drop_replies(0);
+    proxy.drop_replies_to(0, b"");
     let stored = settled("version", || store.version(&id)).await;
-    match &first {
-        Ok(v) => assert_eq!(
-            (*v, stored),
-            (Some(Version::INITIAL), Some(Version::INITIAL))
-        ),
-        Err(e) => assert_fault_error("create", e),
-    }
+    let honest = match &first {
+        Ok(v) => (*v, stored) == (Some(Version::INITIAL), Some(Version::INITIAL)),
+        Err(e) => {
+            assert_fault_error("create", e);
+            true
+        }
+    };
     let zero = counted(0);
     let retry = settled("create retry", || store.create(&id, &zero, Ttl::Default)).await;
     match stored {
@@ -509,28 +545,26 @@ pub async fn dropped_replies(store: &dyn SessionStore, proxy: &FaultProxy) -> Dr
         settled("version", || store.version(&id)).await,
         Some(Version::INITIAL)
     );
-    report
-        .outcomes
-        .push(("create", first.is_err(), stored.is_some()));
+    report.push("create", first.is_err(), stored.is_some(), honest);
 
     // update
     warm_up(store).await;
-    proxy.drop_replies_to(1, id.as_str());
+    proxy.drop_replies_to(1, id.as_str().as_bytes());
     let first = bounded(
         "update",
         limit,
         store.update(&id, Version::INITIAL, &counted(1)),
     )
     .await;
-    proxy.drop_replies(0);
+    proxy.drop_replies_to(0, b"");
     let stored = settled("load", || store.load(&id)).await.expect("exists");
-    match &first {
-        Ok(u) => assert_eq!(
-            (*u, stored.version),
-            (Update::Applied(Version::new(2)), Version::new(2))
-        ),
-        Err(e) => assert_fault_error("update", e),
-    }
+    let honest = match &first {
+        Ok(u) => (*u, stored.version) == (Update::Applied(Version::new(2)), Version::new(2)),
+        Err(e) => {
+            assert_fault_error("update", e);
+            true
+        }
+    };
     assert_eq!(count(&stored), stored.version.get() - 1, "{stored:?}");
     let one = counted(1);
     let retry = settled("update retry", || store.update(&id, Version::INITIAL, &one)).await;
@@ -547,40 +581,47 @@ pub async fn dropped_replies(store: &dyn SessionStore, proxy: &FaultProxy) -> Dr
         (Version::new(2), 1),
         "applied twice"
     );
-    report
-        .outcomes
-        .push(("update", first.is_err(), stored.version == Version::new(2)));
+    report.push(
+        "update",
+        first.is_err(),
+        stored.version == Version::new(2),
+        honest,
+    );
 
     // touch (slides only: nothing to apply twice, the version must not move)
     warm_up(store).await;
-    proxy.drop_replies_to(1, id.as_str());
+    proxy.drop_replies_to(1, id.as_str().as_bytes());
     let first = bounded("touch", limit, store.touch(&id)).await;
-    proxy.drop_replies(0);
-    match &first {
-        Ok(found) => assert!(found),
-        Err(e) => assert_fault_error("touch", e),
-    }
+    proxy.drop_replies_to(0, b"");
+    let honest = match &first {
+        Ok(found) => *found,
+        Err(e) => {
+            assert_fault_error("touch", e);
+            true
+        }
+    };
     assert_eq!(
         settled("version", || store.version(&id)).await,
         Some(Version::new(2))
     );
-    report.outcomes.push(("touch", first.is_err(), true));
+    report.push("touch", first.is_err(), true, honest);
 
     // delete
     warm_up(store).await;
-    proxy.drop_replies_to(1, id.as_str());
+    proxy.drop_replies_to(1, id.as_str().as_bytes());
     let first = bounded("delete", limit, store.delete(&id)).await;
-    proxy.drop_replies(0);
+    proxy.drop_replies_to(0, b"");
     let stored = settled("version", || store.version(&id)).await;
-    match &first {
-        Ok(found) => assert!(*found && stored.is_none(), "{first:?} {stored:?}"),
-        Err(e) => assert_fault_error("delete", e),
-    }
+    let honest = match &first {
+        Ok(found) => *found && stored.is_none(),
+        Err(e) => {
+            assert_fault_error("delete", e);
+            true
+        }
+    };
     let _ = settled("delete retry", || store.delete(&id)).await;
     assert_eq!(settled("version", || store.version(&id)).await, None);
-    report
-        .outcomes
-        .push(("delete", first.is_err(), stored.is_none()));
+    report.push("delete", first.is_err(), stored.is_none(), honest);
 
     assert!(
         proxy.stats().replies_dropped > 0,

@@ -37,7 +37,9 @@
 //! ```
 
 pub mod faults;
+mod network;
 mod proxy;
 pub mod url;
 
+pub use network::Network;
 pub use proxy::{FaultProxy, Stats};
