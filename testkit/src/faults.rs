@@ -1,4 +1,4 @@
-//! Network fault cases every store runs through a [`FaultProxy`] (like the
+//! Network fault cases every store runs through a [`FaultProxy`](crate::FaultProxy) (like the
 //! contract suite, one generic function per case; each store's tests give
 //! it a store whose URLs dial the proxies, as a [`Network`]). They assert what must hold under
 //! faults, never how fast: timings are bounded only generously, to catch a
