@@ -76,6 +76,7 @@ pub struct RedisConfig {
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) slide_fraction: f64,
     /// Cluster node addresses to dial instead of the advertised ones.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) node_map: Vec<(String, String)>,
 }
 
