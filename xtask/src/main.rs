@@ -25,6 +25,10 @@
 //!   the workspace's target directory so shared crates are built once.
 //! - `bench-report`: writes that report from the latest criterion data
 //!   without running anything.
+//! - `soak --duration SECS --store URL [--concurrency N] [--faults]
+//!   [--seed N] [--release]`: builds and runs `session-soak` (package
+//!   `soak/`): three managers under a mixed workload with an invariant
+//!   checker; exits non-zero on any violation.
 
 mod bench_report;
 mod msrv;
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Some("features") => check_features(),
         Some("release") => release_cmd(&args[1..]),
         Some("bench-report") => bench_report_files(),
+        Some("soak") => soak(&args[1..]),
         Some("bench") => {
             let report = args[1..].iter().any(|a| a == "--report");
             if let Some(unknown) = args[1..]
@@ -62,7 +67,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|scale|gateway|peers] [--report] | bench-report"
+                "usage: cargo xtask test [-- CARGO TEST ARGS] | ci | msrv | features | release <patch|minor|major|X.Y.Z> [--execute] | bench [memory|redis|postgres|manager|scale|gateway|peers] [--report] | bench-report | soak --duration SECS --store URL [--concurrency N] [--faults] [--seed N] [--release]"
             );
             return ExitCode::from(2);
         }
@@ -401,6 +406,21 @@ fn check_licenses() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `cargo xtask soak`: runs the soak driver (`soak/`, package
+/// `session-soak`) with the given arguments; `--release` builds it
+/// optimised. The driver picks its own key prefix / schema and removes it.
+fn soak(args: &[String]) -> Result<(), String> {
+    let release = args.iter().any(|a| a == "--release");
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "-p", "session-soak"]);
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.arg("--");
+    cmd.args(args.iter().filter(|a| *a != "--release"));
+    run(cmd)
 }
 
 /// `cargo xtask release`: see `release.rs`.
