@@ -75,6 +75,9 @@ pub struct RedisConfig {
     pub(crate) subscriber_backoff: Backoff,
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) slide_fraction: f64,
+    /// Cluster node addresses to dial instead of the advertised ones.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) node_map: Vec<(String, String)>,
 }
 
 /// An exponential reconnect backoff: the first retry waits `initial`, each
@@ -172,6 +175,7 @@ impl RedisConfig {
             subscriber_backoff: Backoff::SUBSCRIBER_DEFAULT,
             reconnect_max_delay: Self::DEFAULT_RECONNECT_MAX_DELAY,
             slide_fraction: Self::DEFAULT_SLIDE_FRACTION,
+            node_map: Vec::new(),
         }
     }
 
@@ -269,6 +273,19 @@ impl RedisConfig {
     #[must_use]
     pub fn reconnect_max_delay(mut self, max: Duration) -> Self {
         self.reconnect_max_delay = max;
+        self
+    }
+
+    /// Cluster only: dial `dial` (`host:port`) whenever the cluster
+    /// advertises node `advertised` (`host:port`, as in `CLUSTER SLOTS`),
+    /// for nodes reachable only through NAT, a port mapping or a proxy.
+    /// Redirects (`MOVED`, `ASK`) keep naming the advertised address.
+    /// Both are checked at connect.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    #[must_use]
+    pub fn map_node(mut self, advertised: impl Into<String>, dial: impl Into<String>) -> Self {
+        self.node_map.push((advertised.into(), dial.into()));
         self
     }
 

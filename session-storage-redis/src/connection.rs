@@ -137,13 +137,17 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Conn, Error> {
                 for url in nodes {
                     check_tls_compiled(url)?;
                 }
-                let client =
+                let mut builder =
                     redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
                         .connection_timeout(config.connect_timeout)
                         .response_timeout(config.response_timeout)
-                        .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX))
-                        .build()
-                        .map_err(|e| bad_url(nodes.first().map_or("", String::as_str), &e))?;
+                        .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX));
+                if !config.node_map.is_empty() {
+                    builder = builder.node_address_map(node_map(&config.node_map)?);
+                }
+                let client = builder
+                    .build()
+                    .map_err(|e| bad_url(nodes.first().map_or("", String::as_str), &e))?;
                 let conn = client.get_async_connection().await.map_err(|e| {
                     let first = nodes.first().map_or("", String::as_str);
                     crate::error::map_connect(e, first, config.connect_timeout)
@@ -168,4 +172,26 @@ pub(crate) async fn connect(config: &RedisConfig) -> Result<Conn, Error> {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(limit)),
     }
+}
+
+/// [`RedisConfig::map_node`]'s pairs, parsed.
+#[cfg(feature = "cluster")]
+fn node_map(
+    pairs: &[(String, String)],
+) -> Result<
+    std::collections::HashMap<redis::cluster::NodeAddress, redis::cluster::NodeAddress>,
+    Error,
+> {
+    let parse = |addr: &str| {
+        addr.parse::<redis::cluster::NodeAddress>().map_err(|e| {
+            Error::from(InvalidInput::Config(ConfigError::Invalid {
+                setting: "map_node",
+                reason: format!("{addr:?} is not host:port: {e}"),
+            }))
+        })
+    };
+    pairs
+        .iter()
+        .map(|(from, to)| Ok((parse(from)?, parse(to)?)))
+        .collect()
 }

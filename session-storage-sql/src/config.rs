@@ -37,6 +37,14 @@ pub struct PoolConfig {
     /// only; default none). A statement cancelled by it is reported as
     /// [`session_core::Error::Timeout`].
     pub statement_timeout: Option<Duration>,
+    /// Client-side bound on every store operation, acquiring a connection
+    /// included (Postgres only; default 10 s, `None` for none): past it
+    /// the operation ends with [`session_core::Error::Timeout`]. Unlike
+    /// `statement_timeout` it also ends an operation whose connection
+    /// stalled (no reply, no close), which the server cannot see. Keep it
+    /// above `acquire_timeout` plus `statement_timeout`, or those are
+    /// reported as this.
+    pub operation_timeout: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -49,6 +57,7 @@ impl Default for PoolConfig {
             max_lifetime: Some(Duration::from_secs(1800)),
             test_before_acquire: false,
             statement_timeout: None,
+            operation_timeout: Some(Duration::from_secs(10)),
         }
     }
 }

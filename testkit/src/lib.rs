@@ -36,7 +36,10 @@
 //! # }
 //! ```
 
+pub mod faults;
+mod network;
 mod proxy;
 pub mod url;
 
+pub use network::Network;
 pub use proxy::{FaultProxy, Stats};

@@ -60,12 +60,25 @@ struct Shared {
     faults: watch::Sender<Faults>,
     /// Requests whose reply is still to be dropped.
     drop_budget: AtomicU64,
+    /// Only requests containing these bytes count (all if empty).
+    drop_needle: Mutex<Vec<u8>>,
     counters: Counters,
 }
 
 impl Shared {
-    /// Takes one unit of the drop budget, if any is left.
-    fn take_drop(&self) -> bool {
+    /// Takes one unit of the drop budget if any is left and `request`
+    /// matches the needle.
+    fn take_drop(&self, request: &[u8]) -> bool {
+        if self.drop_budget.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let needle = self
+            .drop_needle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !needle.is_empty() && !request.windows(needle.len()).any(|w| w == &needle[..]) {
+            return false;
+        }
         self.drop_budget
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
@@ -136,6 +149,7 @@ impl FaultProxy {
             upstream,
             faults: watch::Sender::new(Faults::default()),
             drop_budget: AtomicU64::new(0),
+            drop_needle: Mutex::new(Vec::new()),
             counters: Counters::default(),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -183,6 +197,18 @@ impl FaultProxy {
     /// left): each is forwarded, its reply discarded, and its client
     /// connection reset once the upstream has answered.
     pub fn drop_replies(&self, n: u64) {
+        self.drop_replies_to(n, Vec::new());
+    }
+
+    /// Like [`drop_replies`](Self::drop_replies), counting only requests
+    /// whose bytes contain `needle` (a session id, say): other requests
+    /// (handshakes, pings, a driver's own `Sync`) pass untouched.
+    pub fn drop_replies_to(&self, n: u64, needle: impl Into<Vec<u8>>) {
+        *self
+            .shared
+            .drop_needle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = needle.into();
         self.shared.drop_budget.store(n, Ordering::SeqCst);
     }
 
@@ -385,7 +411,7 @@ async fn pump_up(
         if dropping.load(Ordering::SeqCst) {
             continue;
         }
-        let drop_reply = shared.take_drop();
+        let drop_reply = shared.take_drop(&buf[..n]);
         if to.write_all(&buf[..n]).await.is_err() {
             return End::Closed;
         }

@@ -78,6 +78,28 @@ pub fn through(url: &str, proxy: SocketAddr) -> io::Result<String> {
     Ok(format!("{}{proxy}{}", &url[..start], &url[end..]))
 }
 
+/// A Postgres `url` with TLS turned off (`sslmode=disable` appended
+/// unless it names an `sslmode`), so [`FaultProxy::drop_replies_to`]
+/// can match request bytes: with sqlx's default `sslmode=prefer` and a
+/// server that offers TLS, the proxy only sees ciphertext.
+///
+/// [`FaultProxy::drop_replies_to`]: crate::FaultProxy::drop_replies_to
+///
+/// ```
+/// use session_testkit::url::plaintext;
+/// assert_eq!(plaintext("postgres://h/db"), "postgres://h/db?sslmode=disable");
+/// assert_eq!(plaintext("postgres://h/db?x=1"), "postgres://h/db?x=1&sslmode=disable");
+/// ```
+pub fn plaintext(url: &str) -> String {
+    if url.contains("sslmode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,6 +193,21 @@ async fn dropped_reply_is_applied_upstream_then_the_client_is_reset() {
 }
 
 #[tokio::test]
+async fn drop_replies_to_counts_only_matching_requests() {
+    let (up, seen) = echo().await;
+    let proxy = FaultProxy::start(up).await.unwrap();
+    let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+    proxy.drop_replies_to(1, "id-42");
+    // Not matching: answered, budget kept.
+    assert_eq!(round_trip(&mut c, b"ping").await.unwrap(), b"ping");
+    assert_eq!(proxy.replies_to_drop(), 1);
+    c.write_all(b"set id-42").await.unwrap();
+    assert_eq!(closed(&mut c).await, Some(ErrorKind::ConnectionReset));
+    assert_eq!(&*seen.lock().unwrap(), b"pingset id-42");
+    assert_eq!(proxy.stats().replies_dropped, 1);
+}
+
+#[tokio::test]
 async fn refuse_closes_the_port_and_admit_reopens_it() {
     let (up, _) = echo().await;
     let proxy = FaultProxy::start(up).await.unwrap();

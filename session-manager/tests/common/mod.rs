@@ -476,6 +476,44 @@ impl Isolated {
         panic!("no store for {}", self.url)
     }
 
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A store handle on this test's storage that dials `url` (the same
+    /// server, through a fault proxy) with short timeouts and a
+    /// subscriber ping every 200 ms, so faults surface within a second.
+    pub async fn faulty_handle(&self, url: &str) -> Arc<dyn SessionStore> {
+        let short = Duration::from_millis(300);
+        #[cfg(feature = "redis")]
+        if url.starts_with("redis") {
+            let config = session_manager::RedisConfig::new(url)
+                .prefix(self.prefix())
+                .connect_timeout(short)
+                .response_timeout(short)
+                .subscriber_ping(Duration::from_millis(200));
+            return Arc::new(session_manager::RedisStore::connect(config).await.unwrap());
+        }
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres") {
+            let pool = session_manager::sql::PoolConfig {
+                acquire_timeout: short,
+                operation_timeout: Some(short * 2),
+                ..session_manager::sql::PoolConfig::default()
+            };
+            let config = session_manager::PostgresConfig::new(url)
+                .schema(&self.name)
+                .pool(pool);
+            return Arc::new(
+                session_manager::PostgresStore::connect(config)
+                    .await
+                    .unwrap(),
+            );
+        }
+        panic!("no store for {url}")
+    }
+
     /// Removes everything stored under this test's name.
     pub async fn cleanup(self) {
         #[cfg(feature = "postgres")]

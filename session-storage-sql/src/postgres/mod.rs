@@ -1,6 +1,7 @@
 //! [`PostgresStore`]: sessions in one Postgres table, changes over
 //! `LISTEN`/`NOTIFY`.
 
+mod deadline;
 mod sql;
 
 use std::sync::{Arc, Weak};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use session_core::{
     ChangeHub, ChangeStream, ConfigError, Cursor, Error, InvalidInput, Metadata, Page, Record,
-    Result, SessionId, SessionStore, StoreConfig, Ttl, Update, Version, WriteId, write_log,
+    Result, SessionId, StoreConfig, Ttl, Update, Version, WriteId, write_log,
 };
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -29,7 +30,7 @@ use self::sql::Statements;
 /// version but a concurrent writer changed the row first.
 const AMBIGUOUS_RETRIES: usize = 8;
 
-/// A [`SessionStore`] on Postgres.
+/// A [`SessionStore`](session_core::SessionStore) on Postgres.
 ///
 /// One row per session in a configurable, validated `schema.table`
 /// (see the README for the layout). Every operation is one statement and
@@ -76,6 +77,7 @@ struct Inner {
     hub: Option<ChangeHub>,
     acquire_timeout: Duration,
     statement_timeout: Option<Duration>,
+    operation_timeout: Option<Duration>,
     notifier: Option<Notifier>,
     _listener: Option<AbortOnDrop>,
 }
@@ -181,6 +183,7 @@ impl PostgresStore {
                 hub,
                 acquire_timeout: cfg.pool.acquire_timeout,
                 statement_timeout: cfg.pool.statement_timeout,
+                operation_timeout: cfg.pool.operation_timeout,
                 notifier,
                 _listener: listener,
             }),
@@ -290,7 +293,7 @@ async fn purge(inner: &Inner, batch: u32) -> Result<u64> {
 }
 
 #[async_trait]
-impl SessionStore for PostgresStore {
+impl deadline::Unbounded for PostgresStore {
     async fn create_once(
         &self,
         id: &SessionId,
@@ -438,7 +441,7 @@ impl SessionStore for PostgresStore {
         }
         // Still racing after several tries (a writer lands between every
         // snapshot and update): report the version as it is now.
-        match self.version(id).await? {
+        match deadline::Unbounded::version(self, id).await? {
             Some(current) => Ok(Update::Conflict { current }),
             None => Ok(Update::Missing),
         }
