@@ -223,7 +223,13 @@ impl SessionManager for StoreSessions {
     }
 
     async fn has_session(&self, id: &RmcpId) -> Result<bool, Self::Error> {
-        if self.restoring().contains(id) || !self.local.has_session(id).await? {
+        // Local map first, then `restoring`: `restore_session` marks the id
+        // restoring before it inserts the worker (under the map's write
+        // lock), so a request that finds the worker and no mark finds the
+        // handshake already queued. The other order let a request check the
+        // mark, lose the race to a restore, then find the worker and push
+        // its message ahead of the replayed `initialize` (the worker quit).
+        if !self.local.has_session(id).await? || self.restoring().contains(id) {
             return Ok(false);
         }
         if VALIDATED
