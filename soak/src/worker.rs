@@ -26,8 +26,12 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
 pub const BOUNDED: Duration = Duration::from_millis(500);
 /// The resync interval of node 2 (push).
 pub const RESYNC: Duration = Duration::from_secs(1);
-/// TTL of reserved, never activated sessions.
-pub const RESERVATION_TTL: Duration = Duration::from_secs(2);
+/// TTL of reserved sessions. Longer than the slowest create under faults:
+/// `reserve` and `activate` each retry a write up to twice after an op
+/// timeout (1 s), so with a 3 s pause a reservation made at once could
+/// expire before its activation and `create` would report `NotFound`
+/// (seen with 2 s).
+pub const RESERVATION_TTL: Duration = Duration::from_secs(10);
 /// Idle eviction (short, so live sessions are closed and rebuilt during the run).
 pub const IDLE: Duration = Duration::from_secs(10);
 
