@@ -127,6 +127,13 @@ impl<F: SessionFactory> SessionManagerBuilder<F> {
     }
 
     /// TTL of a reserved, not yet activated session (clamped by the store to its TTL).
+    ///
+    /// Keep it above the slowest creation you accept during a storage
+    /// outage: `reserve` and `activate` may each retry a write
+    /// `write_retries` times after an operation timeout, so a reservation
+    /// shorter than about `2 x (write_retries + 1) x` the operation timeout
+    /// (plus the build) can expire before its activation, and `create` then
+    /// reports `NotFound`. The default is 30 s.
     pub fn reservation_ttl(mut self, ttl: Duration) -> Self {
         self.reservation_ttl = ttl.max(Duration::from_millis(1));
         self
