@@ -1,5 +1,5 @@
-//! A real lost reply: a loopback forwarder passes the script call to the
-//! standalone Redis, which runs it, then drops the reply and closes the
+//! A real lost reply: the test kit's fault proxy passes the script call to
+//! the standalone Redis, which runs it, then drops the reply and closes the
 //! connection. The retry with the same write id reports the original
 //! outcome and the record holds the write once. (Cluster is not proxied:
 //! its nodes announce their own addresses, so redirects would bypass the
@@ -7,33 +7,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use session_core::testing::ReplyDropper;
 use session_core::{Metadata, SessionId, SessionStore, Ttl, Update, Version, WriteId};
 use session_storage_redis::{RedisConfig, RedisStore};
-
-/// The URL with its host and port replaced by `addr`, and the address the
-/// URL named.
-async fn through(url: &str, addr: impl FnOnce(SocketAddr) -> SocketAddr) -> (String, SocketAddr) {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (auth, hostport_path) = match rest.rsplit_once('@') {
-        Some((auth, r)) => (format!("{auth}@"), r),
-        None => (String::new(), rest),
-    };
-    let (hostport, path) = match hostport_path.split_once('/') {
-        Some((h, p)) => (h, format!("/{p}")),
-        None => (hostport_path, String::new()),
-    };
-    let upstream = tokio::net::lookup_host(hostport)
-        .await
-        .expect("resolve the test server")
-        .next()
-        .expect("an address");
-    let local = addr(upstream);
-    (format!("{scheme}://{auth}{local}{path}"), upstream)
-}
+use session_testkit::{FaultProxy, url};
 
 fn md(k: &str, v: &str) -> Metadata {
     Metadata::new().with(k, v).unwrap()
@@ -57,9 +35,10 @@ async fn retried<T, F: std::future::Future<Output = session_core::Result<T>>>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_replies_are_retried_to_their_original_outcome() {
     let url = common::standalone_url();
-    let (_, upstream) = through(&url, |a| a).await;
-    let dropper = ReplyDropper::start(upstream).await.unwrap();
-    let (proxied, _) = through(&url, |_| dropper.addr()).await;
+    let proxy = FaultProxy::start(url::upstream_of(&url).unwrap())
+        .await
+        .unwrap();
+    let proxied = url::through(&url, proxy.addr()).unwrap();
     let prefix = format!("vmcp:test:lost:{}:", uuid::Uuid::new_v4().simple());
     let direct = RedisStore::connect(RedisConfig::new(url.clone()).prefix(prefix.clone()))
         .await
@@ -83,10 +62,10 @@ async fn lost_replies_are_retried_to_their_original_outcome() {
     // A create whose reply is lost: the retry reports it, not "taken".
     let id = SessionId::generate();
     let c = WriteId::generate();
-    dropper.arm(c.to_string());
+    proxy.drop_replies_to(1, c.to_string());
     let first = s.create_once(&id, &md("who", "me"), Ttl::Default, &c).await;
     assert!(first.is_err(), "the reply was not lost: {first:?}");
-    assert_eq!(dropper.dropped(), 1);
+    assert_eq!(proxy.stats().replies_dropped, 1);
     assert_eq!(
         direct.version(&id).await.unwrap(),
         Some(Version::INITIAL),
@@ -99,12 +78,12 @@ async fn lost_replies_are_retried_to_their_original_outcome() {
     // An update whose reply is lost, then another writer: the retry
     // reports the update's own version and writes nothing.
     let w = WriteId::generate();
-    dropper.arm(w.to_string());
+    proxy.drop_replies_to(1, w.to_string());
     let first = s
         .update_once(&id, Version::INITIAL, &md("who", "update"), &w)
         .await;
     assert!(first.is_err(), "the reply was not lost: {first:?}");
-    assert_eq!(dropper.dropped(), 2);
+    assert_eq!(proxy.stats().replies_dropped, 2);
     assert_eq!(direct.version(&id).await.unwrap(), Some(Version::new(2)));
     assert_eq!(
         direct

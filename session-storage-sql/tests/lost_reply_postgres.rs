@@ -1,4 +1,4 @@
-//! A real lost reply on Postgres: a loopback forwarder passes the
+//! A real lost reply on Postgres: the test kit's fault proxy passes the
 //! statement to the server, which runs and commits it, then drops the
 //! reply and closes the connection. The retry with the same write id
 //! reports the original outcome and the row holds the write once.
@@ -7,38 +7,11 @@
 #[path = "common/postgres.rs"]
 mod pg;
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use session_core::testing::ReplyDropper;
 use session_core::{Metadata, SessionId, SessionStore, StoreConfig, Ttl, Update, Version, WriteId};
 use session_storage_sql::{NotifyMode, PoolConfig, PostgresStore};
-
-/// The URL with its host and port replaced by `local`, and the address
-/// the URL named.
-fn through(url: &str, local: Option<SocketAddr>) -> (String, SocketAddr) {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (auth, hostport_path) = match rest.rsplit_once('@') {
-        Some((auth, r)) => (format!("{auth}@"), r),
-        None => (String::new(), rest),
-    };
-    let (hostport, path) = match hostport_path.split_once(['/', '?']) {
-        Some((h, _)) => (h, &hostport_path[h.len()..]),
-        None => (hostport_path, ""),
-    };
-    let hostport = if hostport.contains(':') {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:5432")
-    };
-    let upstream = hostport
-        .to_socket_addrs()
-        .expect("resolve the test server")
-        .next()
-        .expect("an address");
-    let addr = local.unwrap_or(upstream);
-    (format!("{scheme}://{auth}{addr}{path}"), upstream)
-}
+use session_testkit::{FaultProxy, url as proxy_url};
 
 fn md(k: &str, v: &str) -> Metadata {
     Metadata::new().with(k, v).unwrap()
@@ -68,14 +41,11 @@ fn lost_replies_are_retried_to_their_original_outcome() {
         .unwrap();
     rt.block_on(async {
         let url = pg::url();
-        let (_, upstream) = through(&url, None);
-        let dropper = ReplyDropper::start(upstream).await.unwrap();
-        let (proxied, _) = through(&url, Some(dropper.addr()));
-        // In the clear: the forwarder finds the armed request by its bytes.
-        let proxied = format!(
-            "{proxied}{}sslmode=disable",
-            if proxied.contains('?') { '&' } else { '?' }
-        );
+        let proxy = FaultProxy::start(proxy_url::upstream_of(&url).unwrap())
+            .await
+            .unwrap();
+        // In the clear: the proxy finds the armed request by its bytes.
+        let proxied = proxy_url::plaintext(&proxy_url::through(&url, proxy.addr()).unwrap());
         let schema = pg::schema_name();
         let admin = pg::admin(&url);
         let outcome = tokio::spawn({
@@ -110,15 +80,15 @@ fn lost_replies_are_retried_to_their_original_outcome() {
                 let id = SessionId::generate();
                 let c = WriteId::generate();
                 let me = md("who", "me");
-                dropper.arm(c.to_string());
+                proxy.drop_replies_to(1, c.to_string());
                 let first = s.create_once(&id, &me, Ttl::Default, &c).await;
                 assert!(
                     first.is_err(),
                     "the reply was not lost: {first:?}, dropped {}, connections {}",
-                    dropper.dropped(),
-                    dropper.accepted()
+                    proxy.stats().replies_dropped,
+                    proxy.stats().accepted
                 );
-                assert_eq!(dropper.dropped(), 1);
+                assert_eq!(proxy.stats().replies_dropped, 1);
                 assert_eq!(
                     direct.version(&id).await.unwrap(),
                     Some(Version::INITIAL),
@@ -129,10 +99,10 @@ fn lost_replies_are_retried_to_their_original_outcome() {
 
                 let w = WriteId::generate();
                 let mine = md("who", "update");
-                dropper.arm(w.to_string());
+                proxy.drop_replies_to(1, w.to_string());
                 let first = s.update_once(&id, Version::INITIAL, &mine, &w).await;
                 assert!(first.is_err(), "the reply was not lost: {first:?}");
-                assert_eq!(dropper.dropped(), 2);
+                assert_eq!(proxy.stats().replies_dropped, 2);
                 assert_eq!(direct.version(&id).await.unwrap(), Some(Version::new(2)));
                 assert_eq!(
                     direct

@@ -13,9 +13,6 @@
 pub mod cases;
 pub mod isolation;
 pub mod logs;
-mod reply_dropper;
-
-pub use reply_dropper::ReplyDropper;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
