@@ -310,7 +310,10 @@ impl SessionStore for MemoryStore {
             let now = inner.now();
             match map.get(id) {
                 // A live record: this very create retried, or an id taken.
-                Some(e) if e.live(now) => return Ok(e.writes.find(write)),
+                // (A write id that made a later version is an update's.)
+                Some(e) if e.live(now) => {
+                    return Ok(e.writes.find(write).filter(|&v| v == Version::INITIAL));
+                }
                 _ => {
                     map.insert(
                         id.clone(),

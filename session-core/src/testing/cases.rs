@@ -1316,6 +1316,50 @@ pub async fn retried_update_returns_its_original_outcome<H: Harness>(h: Arc<H>) 
     );
 }
 
+/// A retried update reports its outcome without publishing it again:
+/// other nodes see one change event per applied write.
+pub async fn retried_write_publishes_nothing<H: Harness>(h: Arc<H>) {
+    let watcher = h.store(long()).await;
+    let s = h.store(long()).await;
+    let mut stream = watcher.changes().expect("store has a change stream");
+    let id = SessionId::generate();
+    s.create(&id, &md(&[("n", "0")]), Ttl::Default)
+        .await
+        .unwrap()
+        .expect("created");
+    let at = write_until_seen(&s, &mut stream, &id, Version::INITIAL).await;
+    let w = WriteId::generate();
+    let mine = md(&[("n", "mine")]);
+    let Update::Applied(v) = s.update_once(&id, at, &mine, &w).await.unwrap() else {
+        panic!("not applied")
+    };
+    loop {
+        match next_change_for(&mut stream, &id, Duration::from_secs(10)).await {
+            Some(Change::Written { version, .. }) if version == v => break,
+            Some(Change::Written { version, .. }) if version < v => {}
+            other => panic!("expected the write at {v}, got {other:?}"),
+        }
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            s.update_once(&id, at, &mine, &w).await.unwrap(),
+            Update::Applied(v)
+        );
+    }
+    // A marker write: the next event must be it, not a replay's.
+    let Update::Applied(marker) = s.update(&id, v, &md(&[("n", "marker")])).await.unwrap() else {
+        panic!("marker not applied")
+    };
+    assert_eq!(
+        next_change_for(&mut stream, &id, Duration::from_secs(10)).await,
+        Some(Change::Written {
+            id: id.clone(),
+            version: marker
+        }),
+        "a retried write was published again"
+    );
+}
+
 /// A retried create (same [`WriteId`]) returns the version it created,
 /// not `None`, and writes nothing; another create of the id is `None`.
 pub async fn retried_create_returns_its_version<H: Harness>(h: Arc<H>) {
@@ -1353,11 +1397,17 @@ pub async fn retried_create_returns_its_version<H: Harness>(h: Arc<H>) {
         (Version::INITIAL, Some("first"))
     );
     // Still recognised after a later update by someone else.
+    let uw = WriteId::generate();
     let u = s
-        .update(&id, Version::INITIAL, &md(&[("who", "updated")]))
+        .update_once(&id, Version::INITIAL, &md(&[("who", "updated")]), &uw)
         .await
         .unwrap();
     assert_eq!(u, Update::Applied(Version::new(2)));
+    assert_eq!(
+        s.create_once(&id, &first, Ttl::Default, &uw).await.unwrap(),
+        None,
+        "an update's write id does not make a create look applied"
+    );
     assert_eq!(
         s.create_once(&id, &first, Ttl::Default, &w).await.unwrap(),
         Some(Version::INITIAL)

@@ -235,6 +235,7 @@ macro_rules! store_contract_tests {
             change_stream_reports_other_handles_writes,
             change_stream_signals_down_then_resync,
             retried_update_returns_its_original_outcome,
+            retried_write_publishes_nothing,
             retried_create_returns_its_version,
             retried_write_after_delete_is_missing,
             write_id_text_is_checked,

@@ -389,7 +389,7 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(|e| self.err(e))?;
         let mut expired = false;
-        let mut replayed = false;
+        let fresh = applied.is_some();
         let outcome = if let Some(v) = applied {
             Update::Applied(version(id.as_str(), v)?)
         } else {
@@ -405,10 +405,7 @@ impl SessionStore for SqliteStore {
                 // reply): its original outcome, nothing written.
                 Some((v, _, writes)) if v != version_param(expected) => {
                     match write_log::find(&writes, write) {
-                        Some(before) => {
-                            replayed = true;
-                            Update::Applied(before)
-                        }
+                        Some(before) => Update::Applied(before),
                         None => Update::Conflict {
                             current: version(id.as_str(), v)?,
                         },
@@ -435,7 +432,7 @@ impl SessionStore for SqliteStore {
         };
         tx.commit().await.map_err(|e| self.err(e))?;
         match outcome {
-            Update::Applied(version) if !replayed => self.publish(Change::Written {
+            Update::Applied(version) if fresh => self.publish(Change::Written {
                 id: id.clone(),
                 version,
             }),
