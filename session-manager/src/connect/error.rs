@@ -48,6 +48,13 @@ pub enum ConnectError {
         /// What the value should look like.
         expected: &'static str,
     },
+    /// The URL's query holds an `@` and its authority none: userinfo that
+    /// ran into the query (a password with a raw `?`). Refused before any
+    /// part of the URL is used or shown, since every part may be password.
+    #[error(
+        "the store URL's userinfo runs into its query (`user:***?...@host`): percent-encode `?`, `#`, `/` and `@` in a password"
+    )]
+    SpilledUserinfo,
     /// An option given more than once in the URL.
     #[error("option `{0}` is given more than once in the URL")]
     RepeatedOption(&'static str),

@@ -142,6 +142,10 @@ fn assert_resolve_error(text: &str, err: &ConnectError) {
         ConnectError::RepeatedOption(option) => {
             assert!(KINDS.iter().any(|k| k.ours().contains(option)));
         }
+        ConnectError::SpilledUserinfo => {
+            let split = SplitUrl::new(text);
+            assert!(!split.base.contains('@') && split.pairs.iter().any(|p| p.contains('@')));
+        }
         other => panic!("{text:?}: splitting the query gave {other:?}"),
     }
 }

@@ -394,40 +394,23 @@ impl ConnectOptions {
         let split = SplitUrl::new(url);
         // An `@` in the query of a URL whose base has none is userinfo that
         // spilled out of the authority (a password with a raw `?`:
-        // `redis://u:ab?cd&ef@host`): no part of the query may be echoed.
-        let spilled = !split.base.contains('@') && split.pairs.iter().any(|p| p.contains('@'));
-        let hidden = |err: ConnectError| {
-            match err {
-            ConnectError::UnknownOption { store, accepted, .. } if spilled => {
-                ConnectError::UnknownOption {
-                    store,
-                    option: "*** (the query holds an `@`: percent-encode `?`, `#`, `/` and `@` in a password)".to_owned(),
-                    accepted,
-                }
-            }
-            ConnectError::InvalidOption {
-                option, expected, ..
-            } if spilled => ConnectError::InvalidOption {
-                option,
-                value: "***".to_owned(),
-                expected,
-            },
-            other => other,
+        // `redis://u:ab?cd&ef@host`): refused whole, before any pair is
+        // read, kept for the driver or shown (a driver's error, or the
+        // address in `ConnectError::Store`, would show it otherwise).
+        if !split.base.contains('@') && split.pairs.iter().any(|p| p.contains('@')) {
+            return Err(ConnectError::SpilledUserinfo);
         }
-        };
         let mut from_url = Self::default();
         let mut kept = Vec::new();
         for pair in &split.pairs {
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = url::decode(raw_key);
             if let Some(&name) = kind.ours().iter().find(|n| **n == key) {
-                from_url
-                    .set_from_url(name, &url::decode(raw_value))
-                    .map_err(hidden)?;
+                from_url.set_from_url(name, &url::decode(raw_value))?;
             } else if kind.driver_reads(&key) {
                 kept.push(*pair);
             } else {
-                return Err(hidden(kind.unknown(key)));
+                return Err(kind.unknown(key));
             }
         }
         let merged = self.over(from_url);
@@ -502,6 +485,10 @@ mod tests {
             "redis://user:ab?cdSECRET@host/0",
             "redis://user:ab?ttl=cdSECRET@host/0",
             "postgres://u:x?y&cdSECRET@db/app",
+            // Pairs a driver reads: kept, they used to reach the driver and
+            // the address shown in a `Store` error.
+            "redis://u:ab?db=cdSECRET@host/0",
+            "postgres://u:pw?sslmode=cdSECRET@db/app",
             "user:cdSECRET@db://host",
         ] {
             let err = ConnectOptions::new().plan(url).unwrap_err();
