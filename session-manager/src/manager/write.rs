@@ -102,7 +102,7 @@ impl<F: SessionFactory> Inner<F> {
                 }
                 Ok(Update::Conflict { .. }) => {
                     inc(m::CAS_CONFLICTS);
-                    self.backoff(attempt).await;
+                    backoff(self.cfg.cas_backoff, attempt).await;
                     current = self.read_active(id).await?;
                 }
                 Ok(Update::Missing) => {
@@ -128,20 +128,10 @@ impl<F: SessionFactory> Inner<F> {
         expected: Version,
         metadata: &Metadata,
     ) -> session_core::Result<Update> {
-        let write = WriteId::generate();
-        let mut attempt = 0;
-        loop {
-            match self
-                .timed(self.store.update_once(id, expected, metadata, &write))
-                .await
-            {
-                Err(e) if e.is_transient() && attempt < self.cfg.write_retries => {
-                    self.write_backoff("update", attempt, &e).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.same_write("update", |w| async move {
+            self.store.update_once(id, expected, metadata, &w).await
+        })
+        .await
     }
 
     /// One logical create, retried like [`Self::update_exactly_once`]: a
@@ -152,37 +142,35 @@ impl<F: SessionFactory> Inner<F> {
         metadata: &Metadata,
         ttl: Ttl,
     ) -> session_core::Result<Option<Version>> {
-        let write = WriteId::generate();
+        self.same_write("create", |w| async move {
+            self.store.create_once(id, metadata, ttl, &w).await
+        })
+        .await
+    }
+
+    /// Runs `write` under one fresh [`WriteId`], and again with the same id
+    /// after a transient error, at most `write_retries` more times.
+    async fn same_write<T, Fut>(
+        &self,
+        op: &'static str,
+        write: impl Fn(WriteId) -> Fut,
+    ) -> session_core::Result<T>
+    where
+        Fut: std::future::Future<Output = session_core::Result<T>>,
+    {
+        let id = WriteId::generate();
         let mut attempt = 0;
         loop {
-            match self
-                .timed(self.store.create_once(id, metadata, ttl, &write))
-                .await
-            {
+            match self.timed(write(id)).await {
                 Err(e) if e.is_transient() && attempt < self.cfg.write_retries => {
-                    self.write_backoff("create", attempt, &e).await;
+                    metrics::counter!(m::WRITE_RETRIES, "op" => op).increment(1);
+                    tracing::debug!(op, attempt, error = %e, "write retried with the same write id");
+                    backoff(self.cfg.write_backoff, attempt).await;
                     attempt += 1;
                 }
                 other => return other,
             }
         }
-    }
-
-    async fn write_backoff(&self, op: &'static str, attempt: u32, e: &session_core::Error) {
-        metrics::counter!(m::WRITE_RETRIES, "op" => op).increment(1);
-        tracing::debug!(op, attempt, error = %e, "write retried with the same write id");
-        let max = self.cfg.write_backoff.saturating_mul(1 << attempt.min(6));
-        tokio::time::sleep(jitter(max)).await;
-    }
-
-    async fn backoff(&self, attempt: u32) {
-        let base = self.cfg.cas_backoff;
-        if base.is_zero() {
-            tokio::task::yield_now().await;
-            return;
-        }
-        let max = base.saturating_mul(1 << attempt.min(6));
-        tokio::time::sleep(jitter(max)).await;
     }
 
     /// After a local write (sent at `sent`): the cached entry adopts it if
@@ -296,4 +284,15 @@ fn jitter(max: Duration) -> Duration {
     });
     let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(if nanos == 0 { 0 } else { r % (nanos + 1) })
+}
+
+/// Waits a jittered `base * 2^attempt` (the exponent capped at 6), or only
+/// yields when `base` is zero.
+async fn backoff(base: Duration, attempt: u32) {
+    if base.is_zero() {
+        tokio::task::yield_now().await;
+        return;
+    }
+    let max = base.saturating_mul(1 << attempt.min(6));
+    tokio::time::sleep(jitter(max)).await;
 }
