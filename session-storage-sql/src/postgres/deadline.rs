@@ -6,7 +6,7 @@
 //! operation is therefore also bounded here by
 //! [`PoolConfig::operation_timeout`](crate::PoolConfig::operation_timeout)
 //! and reported as [`Error::Timeout`]. The statements themselves are
-//! implemented by [`Unbounded`] (in `mod.rs`); the public [`SessionStore`]
+//! implemented by `PostgresStore::*_unbounded` (in `mod.rs`); the public [`SessionStore`]
 //! impl wraps each one.
 
 use std::future::Future;
@@ -18,34 +18,6 @@ use session_core::{
 };
 
 use super::PostgresStore;
-
-/// The store operations without the deadline (same signatures as
-/// [`SessionStore`]).
-#[async_trait]
-pub(super) trait Unbounded {
-    async fn create_once(
-        &self,
-        id: &SessionId,
-        metadata: &Metadata,
-        ttl: Ttl,
-        write: &WriteId,
-    ) -> Result<Option<Version>>;
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>>;
-    async fn peek(&self, id: &SessionId) -> Result<Option<Record>>;
-    async fn version(&self, id: &SessionId) -> Result<Option<Version>>;
-    async fn update_once(
-        &self,
-        id: &SessionId,
-        expected: Version,
-        metadata: &Metadata,
-        write: &WriteId,
-    ) -> Result<Update>;
-    async fn touch(&self, id: &SessionId) -> Result<bool>;
-    async fn delete(&self, id: &SessionId) -> Result<bool>;
-    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page>;
-    fn changes(&self) -> Option<ChangeStream>;
-    fn config(&self) -> &StoreConfig;
-}
 
 impl PostgresStore {
     /// Runs `op` within the operation timeout, if one is set. A cancelled
@@ -71,17 +43,17 @@ impl SessionStore for PostgresStore {
         ttl: Ttl,
         write: &WriteId,
     ) -> Result<Option<Version>> {
-        self.bounded(Unbounded::create_once(self, id, metadata, ttl, write))
+        self.bounded(self.create_once_unbounded(id, metadata, ttl, write))
             .await
     }
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.bounded(Unbounded::load(self, id)).await
+        self.bounded(self.load_unbounded(id)).await
     }
     async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.bounded(Unbounded::peek(self, id)).await
+        self.bounded(self.peek_unbounded(id)).await
     }
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
-        self.bounded(Unbounded::version(self, id)).await
+        self.bounded(self.version_unbounded(id)).await
     }
     async fn update_once(
         &self,
@@ -90,22 +62,25 @@ impl SessionStore for PostgresStore {
         metadata: &Metadata,
         write: &WriteId,
     ) -> Result<Update> {
-        self.bounded(Unbounded::update_once(self, id, expected, metadata, write))
+        self.bounded(self.update_once_unbounded(id, expected, metadata, write))
             .await
     }
     async fn touch(&self, id: &SessionId) -> Result<bool> {
-        self.bounded(Unbounded::touch(self, id)).await
+        self.bounded(self.touch_unbounded(id)).await
     }
     async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.bounded(Unbounded::delete(self, id)).await
+        self.bounded(self.delete_unbounded(id)).await
     }
     async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
-        self.bounded(Unbounded::scan(self, cursor, limit)).await
+        self.bounded(self.scan_unbounded(cursor, limit)).await
     }
     fn changes(&self) -> Option<ChangeStream> {
-        Unbounded::changes(self)
+        self.inner
+            .hub
+            .as_ref()
+            .map(session_core::ChangeHub::subscribe)
     }
     fn config(&self) -> &StoreConfig {
-        Unbounded::config(self)
+        &self.inner.config
     }
 }

@@ -7,10 +7,9 @@ mod sql;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use session_core::{
-    ChangeHub, ChangeStream, ConfigError, Cursor, Error, InvalidInput, Metadata, Page, Record,
-    Result, SessionId, StoreConfig, Ttl, Update, Version, WriteId, write_log,
+    ChangeHub, ConfigError, Cursor, Error, InvalidInput, Metadata, Page, Record, Result, SessionId,
+    StoreConfig, Ttl, Update, Version, WriteId, write_log,
 };
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -292,9 +291,10 @@ async fn purge(inner: &Inner, batch: u32) -> Result<u64> {
         .map_err(|e| inner.err(e))
 }
 
-#[async_trait]
-impl deadline::Unbounded for PostgresStore {
-    async fn create_once(
+/// The store operations without the client-side deadline (see
+/// `deadline.rs`, whose `SessionStore` impl bounds each one).
+impl PostgresStore {
+    async fn create_once_unbounded(
         &self,
         id: &SessionId,
         metadata: &Metadata,
@@ -326,7 +326,7 @@ impl deadline::Unbounded for PostgresStore {
         Ok(Some(Version::INITIAL))
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+    async fn load_unbounded(&self, id: &SessionId) -> Result<Option<Record>> {
         let inner = &*self.inner;
         let Some((record, stale)) = read(inner, id).await? else {
             return Ok(None);
@@ -341,12 +341,12 @@ impl deadline::Unbounded for PostgresStore {
         Ok(Some(record))
     }
 
-    async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
+    async fn peek_unbounded(&self, id: &SessionId) -> Result<Option<Record>> {
         // `load`'s row read, never its slide.
         Ok(read(&self.inner, id).await?.map(|(record, _)| record))
     }
 
-    async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
+    async fn version_unbounded(&self, id: &SessionId) -> Result<Option<Version>> {
         let inner = &*self.inner;
         let v: Option<i64> = sqlx::query_scalar(inner.sql.version.clone())
             .bind(id.as_str())
@@ -356,7 +356,7 @@ impl deadline::Unbounded for PostgresStore {
         v.map(|v| version(id.as_str(), v)).transpose()
     }
 
-    async fn update_once(
+    async fn update_once_unbounded(
         &self,
         id: &SessionId,
         expected: Version,
@@ -441,13 +441,13 @@ impl deadline::Unbounded for PostgresStore {
         }
         // Still racing after several tries (a writer lands between every
         // snapshot and update): report the version as it is now.
-        match deadline::Unbounded::version(self, id).await? {
+        match self.version_unbounded(id).await? {
             Some(current) => Ok(Update::Conflict { current }),
             None => Ok(Update::Missing),
         }
     }
 
-    async fn touch(&self, id: &SessionId) -> Result<bool> {
+    async fn touch_unbounded(&self, id: &SessionId) -> Result<bool> {
         // Checked like `load` first (a corrupt row is reported and never
         // slid), then the slide, which re-checks liveness.
         let inner = &*self.inner;
@@ -457,7 +457,7 @@ impl deadline::Unbounded for PostgresStore {
         Ok(slide(inner, id, false).await?.slid)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
+    async fn delete_unbounded(&self, id: &SessionId) -> Result<bool> {
         let inner = &*self.inner;
         let live: Option<bool> = sqlx::query_scalar(inner.sql.delete.clone())
             .bind(id.as_str())
@@ -471,7 +471,7 @@ impl deadline::Unbounded for PostgresStore {
         Ok(live)
     }
 
-    async fn scan(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+    async fn scan_unbounded(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         if limit == 0 {
             return Err(InvalidInput::ScanLimit.into());
         }
@@ -497,14 +497,6 @@ impl deadline::Unbounded for PostgresStore {
         }
         .map_err(|e| inner.err(e))?;
         Ok(page(rows, limit, inner.table.as_str()))
-    }
-
-    fn changes(&self) -> Option<ChangeStream> {
-        self.inner.hub.as_ref().map(ChangeHub::subscribe)
-    }
-
-    fn config(&self) -> &StoreConfig {
-        &self.inner.config
     }
 }
 
