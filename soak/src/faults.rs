@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use session_testkit::FaultProxy;
+use session_testkit::{FaultProxy, Network};
 
 use crate::worker::OP_TIMEOUT;
 
@@ -133,18 +133,12 @@ impl Injector {
                     .collect()
             })
             .unwrap_or_default();
-        let (mut resets, mut dropped, mut accepted) = (0, 0, 0);
-        for p in &self.proxies {
-            let s = p.stats();
-            resets += s.resets;
-            dropped += s.replies_dropped;
-            accepted += s.accepted;
-        }
-        out.push(("proxy: connections accepted".into(), accepted));
-        out.push(("proxy: connections reset".into(), resets));
+        let s = self.proxies[..].stats();
+        out.push(("proxy: connections accepted".into(), s.accepted));
+        out.push(("proxy: connections reset".into(), s.resets));
         out.push((
             "proxy: replies lost after the request was forwarded".into(),
-            dropped,
+            s.replies_dropped,
         ));
         out
     }

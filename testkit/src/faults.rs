@@ -202,7 +202,7 @@ pub async fn paused_ops_time_out(
 /// What one writer of [`resets_under_load`] saw.
 #[derive(Debug)]
 struct Writer {
-    id: Option<SessionId>,
+    id: SessionId,
     /// The last version an `update` acknowledged.
     acked: Version,
     ok: u64,
@@ -224,7 +224,7 @@ async fn write_loop(
 ) -> Writer {
     let id = SessionId::generate();
     let mut w = Writer {
-        id: None,
+        id: id.clone(),
         acked: Version::INITIAL,
         ok: 0,
         errors: 0,
@@ -234,7 +234,6 @@ async fn write_loop(
     let zero = counted(0);
     let created = settled("create", || store.create(&id, &zero, Ttl::Default)).await;
     assert!(matches!(created, Some(Version::INITIAL) | None));
-    w.id = Some(id.clone());
     while !stop.load(Ordering::SeqCst) {
         let record = match store.load(&id).await {
             Ok(Some(r)) => r,
@@ -326,7 +325,7 @@ pub async fn resets_under_load(
             "a writer made no write after the resets: {w:?}"
         );
         errors += w.errors;
-        let id = w.id.clone().expect("created");
+        let id = w.id.clone();
         let record = settled("final load", || store.load(&id))
             .await
             .expect("the session survives");
