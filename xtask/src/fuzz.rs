@@ -49,13 +49,24 @@ pub fn fuzz(args: &[String], root: &Path) -> Result<(), String> {
             all.join(", ")
         ));
     }
-    let targets = if chosen.is_empty() { all } else { chosen };
+    let every = chosen.is_empty();
+    let targets = if every { all } else { chosen };
     check_tools()?;
 
+    // Built first, so a build failure is not reported as a crash; only the
+    // targets that will run (`cargo fuzz build` with no name builds all).
     eprintln!("xtask: building {} fuzz targets (nightly)", targets.len());
-    let mut build = nightly(root);
-    build.args(["fuzz", "build"]);
-    crate::run(build)?;
+    let names: Vec<Option<&String>> = if every {
+        vec![None]
+    } else {
+        targets.iter().map(Some).collect()
+    };
+    for name in names {
+        let mut build = nightly(root);
+        build.args(["fuzz", "build"]);
+        build.args(name);
+        crate::run(build)?;
+    }
 
     let logs = dir.join("target/xtask-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;

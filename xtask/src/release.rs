@@ -237,7 +237,7 @@ fn workspace(root: &Path) -> Result<(Version, Vec<String>, Vec<String>), String>
     let mut versions = BTreeSet::new();
     for p in packages {
         let name = p["name"].as_str().unwrap_or_default().to_owned();
-        if p["publish"].as_array().is_some_and(Vec::is_empty) {
+        if private.contains(name.as_str()) {
             continue;
         }
         versions.insert(p["version"].as_str().unwrap_or_default().to_owned());
