@@ -44,7 +44,10 @@ enum Amount {
 
 fn amount() -> Amount {
     let env = |k: &str| std::env::var(k).ok();
-    match env("GATEWAY_BENCH_CALLS").and_then(|s| s.parse().ok()) {
+    match env("GATEWAY_BENCH_CALLS")
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &usize| n > 0)
+    {
         Some(n) => Amount::Calls(n),
         None => Amount::Secs(
             env("GATEWAY_BENCH_SECS")
