@@ -95,34 +95,52 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let live = live_of(&ctx)?;
-        let unknown = |name: &str| {
-            McpError::invalid_params(
-                format!(
-                    "unknown tool {name:?}: no backend serves it (tools are named BACKEND{SEP}TOOL)"
-                ),
-                None,
-            )
-        };
-        let (slot, tool) = match request.name.split_once(SEP) {
-            Some((backend, tool)) => match live.session().slot(backend) {
-                Some(slot) => (slot, tool.to_owned()),
-                None => return Err(unknown(&request.name)),
-            },
-            None => return Err(unknown(&request.name)),
-        };
-        let mut params = request;
-        params.name = Cow::Owned(tool);
-        // Sent as they are (the backend's tool name swapped in), by
-        // reference: no copy of the arguments per attempt.
-        let params = &params;
-        let res = with_backend(&self.mgr, &live, slot, |up| async move {
-            up.call_tool(params).await
-        })
-        .await;
-        Ok(match res {
-            Ok(result) => result,
-            Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
-        }
-        .into())
+        call_tool(&self.mgr, &live, request).await.map(Into::into)
     }
+}
+
+/// `tools/call` for `live`: `BACKEND__TOOL` routed to that backend's session
+/// (healed once if it expired). A name no backend serves is a JSON-RPC
+/// error naming it; a failing backend is an error *result* (the session and
+/// the other backends are unaffected). Shared by rmcp's handler and the
+/// node's direct path ([`crate::direct_call`]).
+///
+/// # Errors
+/// `invalid_params` for a tool name with no backend.
+pub async fn call_tool(
+    mgr: &Manager,
+    live: &LiveSession,
+    request: CallToolRequestParams,
+) -> Result<CallToolResult, McpError> {
+    let unknown = |name: &str| {
+        McpError::invalid_params(
+            format!(
+                "unknown tool {name:?}: no backend serves it (tools are named BACKEND{SEP}TOOL)"
+            ),
+            None,
+        )
+    };
+    let (slot, tool) = match request.name.split_once(SEP) {
+        Some((backend, tool)) => match live.session().slot(backend) {
+            Some(slot) => (slot, tool.to_owned()),
+            None => return Err(unknown(&request.name)),
+        },
+        None => return Err(unknown(&request.name)),
+    };
+    let mut params = request;
+    params.name = Cow::Owned(tool);
+    // Sent as they are (the backend's tool name swapped in), by
+    // reference: no copy of the arguments per attempt.
+    let params = &params;
+    let res = with_backend(
+        mgr,
+        live,
+        slot,
+        |up| async move { up.call_tool(params).await },
+    )
+    .await;
+    Ok(match res {
+        Ok(result) => result,
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
+    })
 }

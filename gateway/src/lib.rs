@@ -2,6 +2,8 @@
 //! [`session_manager`] sessions, so any node serves any session.
 //!
 //! - [`node`]: one node (`/mcp`, `/healthz`, `/readyz`, `/metrics`);
+//! - [`direct_call`]: the node's own answer to a plain `tools/call`
+//!   (rmcp's server handles every other message);
 //! - [`rmcp_sessions`]: rmcp's server-side session manager over ours;
 //! - [`session`]: live sessions, backend slots, expiry healing;
 //! - [`reaper`]: deleting backend sessions once when a client session ends
@@ -16,6 +18,7 @@ pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod direct_call;
 pub mod handler;
 pub mod metrics;
 pub mod node;

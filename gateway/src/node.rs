@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::direct_call::{self, Taken};
 use crate::handler::GatewayHandler;
 use crate::reaper;
 use crate::rmcp_sessions::{Caller, StoreSessions, StoredInit, validated, watch_storage};
@@ -255,6 +256,7 @@ async fn refuse(st: &NodeState, id: &SessionId, e: &Error) -> Response {
 /// Every `/mcp` request: identify the caller; for a request naming a
 /// session, check it against our manager (`get_for`: exists, bound to this
 /// caller, validated per policy; restored on a miss) before rmcp sees it;
+/// a plain `tools/call` is then answered here ([`direct_call`]);
 /// `DELETE` terminates in storage and deletes the backend sessions once.
 async fn guard(State(st): State<Arc<NodeState>>, mut req: Request, next: Next) -> Response {
     let caller = match caller_of(&st, &req) {
@@ -269,12 +271,16 @@ async fn guard(State(st): State<Arc<NodeState>>, mut req: Request, next: Next) -
         if req.method() == Method::DELETE {
             return terminate(&st, &id, &caller).await;
         }
-        match st.mgr.get_for(&id, &caller).await {
-            Ok(live) => {
-                req.extensions_mut().insert(live);
-            }
+        let live = match st.mgr.get_for(&id, &caller).await {
+            Ok(live) => live,
             Err(e) => return refuse(&st, &id, &e).await,
-        }
+        };
+        // A plain `tools/call` is answered here (see `direct_call`).
+        let mut req = match direct_call::take(&st.mgr, &live, req, st.cfg.max_body_bytes).await {
+            Taken::Answered(res) => return res,
+            Taken::Pass(req) => req,
+        };
+        req.extensions_mut().insert(live);
         return validated(id, next.run(req)).await;
     }
     // No session id: rmcp creates one (`initialize`) through our manager and

@@ -151,11 +151,16 @@ async fn idle_eviction_stops_rmcps_worker_and_deletes_nothing() {
     assert_eq!(c.math.open_sessions().await, 1);
     assert_eq!((c.math.deletes(), c.text.deletes()), (0, 0));
 
-    // The next request restores it on this node, on the same backend session.
+    // The next call restores it on this node, on the same backend session;
+    // a call is answered without rmcp (the node's direct path), so rmcp's
+    // worker comes back only with the next message rmcp handles.
     assert_eq!(
         text_of(&call(&on_a, "math__counter", json!({})).await.unwrap()),
         "2"
     );
+    assert_eq!(c.a.state.mgr.cached_len(), 1);
+    assert_eq!(c.a.state.sessions.local_len().await, 0);
+    assert!(on_a.peer().list_all_tools().await.unwrap().len() >= 3);
     assert_eq!(c.a.state.sessions.local_len().await, 1);
     assert_eq!(c.math.open_sessions().await, 1);
     drop(on_a);
