@@ -10,7 +10,9 @@
 //! machine's load does not move: `GATEWAY_BENCH_CALLS=N` makes every client
 //! do exactly N calls instead of running for a time,
 //! `GATEWAY_BENCH_CLIENTS=1` (or `32`) runs one concurrency only and
-//! `GATEWAY_BENCH_ONLY=direct|memory` one case only. Instructions per call
+//! `GATEWAY_BENCH_ONLY=direct|memory|rmcp|redis` one case only (`rmcp`:
+//! the gateway on memory with `direct_calls` off, every call through
+//! rmcp's server: the same-run measure of the node's direct path). Instructions per call
 //! = (Ir at 2N − Ir at N) / N / clients (setup cancels out).
 #![allow(missing_docs)]
 
@@ -154,6 +156,8 @@ async fn gateway_case(
     let mut cfg = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         policy: Some(policy),
+        // "rmcp path" cases: every call through rmcp's server.
+        direct_calls: !name.ends_with("rmcp path"),
         ..Config::default()
     };
     cfg.add_backend("math", &math.url()).unwrap();
@@ -189,6 +193,18 @@ async fn main() {
         gateway_case(
             &mut rows,
             "gateway, memory, push",
+            memory.clone(),
+            ValidationPolicy::Push,
+            &math,
+            amount,
+        )
+        .await;
+    }
+    if runs("rmcp") {
+        let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
+        gateway_case(
+            &mut rows,
+            "gateway, memory, push, rmcp path",
             memory,
             ValidationPolicy::Push,
             &math,

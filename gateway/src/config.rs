@@ -8,6 +8,7 @@
 //! forbidden_status = 403         # or 404 to hide that a session id exists
 //! idle_timeout = "300s"          # a node closes a live session unused this long
 //! reap_interval = "30s"          # how often a node looks for expired sessions
+//! direct_calls = true            # answer plain tools/call without rmcp's server
 //!
 //! [backends]
 //! math = "http://127.0.0.1:9001/mcp"
@@ -62,6 +63,10 @@ pub struct Config {
     /// session); the backend sessions of vanished (expired) ones are
     /// deleted, once across nodes.
     pub reap_interval: Duration,
+    /// Whether a node answers a plain `tools/call` itself, as one JSON
+    /// response, instead of through rmcp's server (see
+    /// [`crate::direct_call`]; default `true`).
+    pub direct_calls: bool,
 }
 
 impl Default for Config {
@@ -78,6 +83,7 @@ impl Default for Config {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             idle_timeout: None,
             reap_interval: Duration::from_secs(30),
+            direct_calls: true,
         }
     }
 }
@@ -133,6 +139,7 @@ struct FileConfig {
     allowed_hosts: Option<Vec<String>>,
     idle_timeout: Option<String>,
     reap_interval: Option<String>,
+    direct_calls: Option<bool>,
     #[serde(default)]
     backends: BTreeMap<String, String>,
     #[serde(default)]
@@ -166,6 +173,9 @@ impl Config {
         }
         if let Some(n) = file.max_body_bytes {
             cfg.max_body_bytes = n;
+        }
+        if let Some(on) = file.direct_calls {
+            cfg.direct_calls = on;
         }
         if let Some(s) = file.forbidden_status {
             cfg.set_forbidden_status(s)?;
@@ -328,6 +338,9 @@ mod tests {
         assert_eq!(cfg.backends.len(), 1);
         assert_eq!(cfg.tokens.len(), 1);
         assert_eq!(cfg.listen.port(), 9);
+        assert!(cfg.direct_calls, "on by default");
+        let off = Config::from_toml("direct_calls = false\n", "x.toml").unwrap();
+        assert!(!off.direct_calls);
     }
 
     #[test]

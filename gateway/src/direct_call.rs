@@ -17,6 +17,8 @@
 //! Only what rmcp would answer the same way takes this path; anything else
 //! goes to rmcp unchanged (the body is handed on as read):
 //!
+//! - rmcp's DNS-rebinding check would pass: one `Host` header naming an
+//!   allowed host (the node's `allowed_hosts`), and no `Origin` header;
 //! - the client accepts both `application/json` and `text/event-stream`
 //!   and sends `Content-Type: application/json` (rmcp answers 406/415
 //!   otherwise);
@@ -45,6 +47,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::config::Config;
 use crate::handler::call_tool;
 use crate::session::{LiveSession, Manager};
 
@@ -64,8 +67,13 @@ pub enum Taken {
 
 /// Answers `req` here if it is a plain `tools/call` (see the module
 /// docs), otherwise hands it back for rmcp.
-pub async fn take(mgr: &Manager, live: &LiveSession, req: Request, max_body: usize) -> Taken {
-    if req.method() != axum::http::Method::POST || !headers_allow(req.headers(), max_body) {
+pub async fn take(mgr: &Manager, live: &LiveSession, req: Request, cfg: &Config) -> Taken {
+    let max_body = cfg.max_body_bytes;
+    if !cfg.direct_calls
+        || req.method() != axum::http::Method::POST
+        || !headers_allow(req.headers(), max_body)
+        || !host_allowed(req.headers(), &cfg.allowed_hosts)
+    {
         return Taken::Pass(req);
     }
     let (parts, body) = req.into_parts();
@@ -131,6 +139,39 @@ fn version_allows(h: &HeaderMap) -> bool {
             .iter()
             .any(|k| k.as_str() == v)
             && v < ProtocolVersion::STANDARD_HEADERS.as_str()
+    })
+}
+
+/// rmcp's DNS-rebinding check, passed: one `Host` header naming an allowed
+/// host (and port, where the allowed entry has one), or an empty allow
+/// list; and no `Origin` header (rmcp checks it against its own list).
+fn host_allowed(h: &HeaderMap, allowed: &[String]) -> bool {
+    if h.contains_key(header::ORIGIN) {
+        return false;
+    }
+    let mut hosts = h.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return false;
+    };
+    let Some(host) = host
+        .to_str()
+        .ok()
+        .and_then(|v| axum::http::uri::Authority::try_from(v).ok())
+    else {
+        return false;
+    };
+    if allowed.is_empty() {
+        return true;
+    }
+    let name = |s: &str| s.trim_matches(['[', ']']).to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        let (a_host, a_port) = match axum::http::uri::Authority::try_from(a.trim()) {
+            Ok(auth) => (name(auth.host()), auth.port_u16()),
+            Err(_) => (name(a.trim()), None),
+        };
+        !a_host.is_empty()
+            && a_host == name(host.host())
+            && a_port.is_none_or(|p| host.port_u16() == Some(p))
     })
 }
 
@@ -267,6 +308,44 @@ mod tests {
         let mut chunked = headers(&PLAIN);
         chunked.remove("content-length");
         assert!(!headers_allow(&chunked, 100), "no length: rmcp reads it");
+    }
+
+    #[test]
+    fn only_hosts_rmcp_allows_take_the_direct_path() {
+        let allowed = [
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let host = |v: &str| headers(&[("host", v)]);
+        for ok in ["localhost", "LOCALHOST:8080", "127.0.0.1:9", "[::1]:80"] {
+            assert!(host_allowed(&host(ok), &allowed), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:80",
+            "localhost.evil",
+            "",
+            "a b",
+        ] {
+            assert!(!host_allowed(&host(refused), &allowed), "{refused:?}");
+        }
+        assert!(
+            !host_allowed(&HeaderMap::new(), &allowed),
+            "no Host: rmcp's"
+        );
+        let mut two = host("localhost");
+        two.append("host", HeaderValue::from_static("evil.example"));
+        assert!(!host_allowed(&two, &allowed));
+        let mut with_origin = host("localhost");
+        with_origin.insert("origin", HeaderValue::from_static("http://localhost"));
+        assert!(!host_allowed(&with_origin, &allowed), "Origin: rmcp's");
+        // A port in the allow list must match; an empty list allows any.
+        let pinned = ["localhost:8080".to_owned()];
+        assert!(host_allowed(&host("localhost:8080"), &pinned));
+        assert!(!host_allowed(&host("localhost:8081"), &pinned));
+        assert!(!host_allowed(&host("localhost"), &pinned));
+        assert!(host_allowed(&host("anything.example"), &[]));
     }
 
     #[test]

@@ -276,7 +276,7 @@ async fn guard(State(st): State<Arc<NodeState>>, mut req: Request, next: Next) -
             Err(e) => return refuse(&st, &id, &e).await,
         };
         // A plain `tools/call` is answered here (see `direct_call`).
-        let mut req = match direct_call::take(&st.mgr, &live, req, st.cfg.max_body_bytes).await {
+        let mut req = match direct_call::take(&st.mgr, &live, req, &st.cfg).await {
             Taken::Answered(res) => return res,
             Taken::Pass(req) => req,
         };

@@ -110,6 +110,10 @@ async fn a_plain_tool_call_is_answered_as_json_and_others_go_to_rmcp() {
     let (_, _, via_rmcp) = post(&c.a.url(), &sid, UNKNOWN, &[("mcp-param-x", "1")]).await;
     assert_eq!(via_rmcp.unwrap()["error"]["code"], msg["error"]["code"]);
 
+    // rmcp's DNS-rebinding check still applies: a foreign Host is its 403.
+    let (status, _, _) = post(&c.b.url(), &sid, ADD, &[("host", "evil.example")]).await;
+    assert_eq!(status, 403);
+
     // Anything but a call still goes to rmcp.
     let (status, kind, msg) = post(&c.b.url(), &sid, LIST_TOOLS, &[]).await;
     assert_eq!(status, 200);
@@ -119,6 +123,23 @@ async fn a_plain_tool_call_is_answered_as_json_and_others_go_to_rmcp() {
     // Terminated on A: the direct path on B answers 404 at once.
     assert_eq!(raw_delete(&c.a.url(), &sid).await, 200);
     assert_eq!(post(&c.b.url(), &sid, ADD, &[]).await.0, 404);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_direct_calls_off_every_call_goes_through_rmcp() {
+    let store: std::sync::Arc<dyn session_core::SessionStore> = std::sync::Arc::new(
+        session_core::MemoryStore::new(session_core::StoreConfig::default()),
+    );
+    let c = Cluster::start_on(store, ValidationPolicy::Push, |cfg| {
+        cfg.direct_calls = false;
+    })
+    .await;
+    let on_a = client(&c.a.url()).await;
+    let (status, kind, msg) = post(&c.a.url(), &on_a.session_id, ADD, &[]).await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    assert_eq!(text(&msg.unwrap()), "42");
     c.stop().await;
 }
 
