@@ -77,8 +77,20 @@ struct Held {
 /// Opens `conn`'s backend session for direct calls; rmcp's client (and
 /// its worker task) is dropped: it was needed for the handshake only, and
 /// its drop never deletes the backend session.
+///
+/// A fresh backend session whose handle cannot be built (its `initialize`
+/// answer is not one `Upstream` accepts) is recorded nowhere yet, so it is
+/// deleted here, in the background, instead of being left open.
 fn direct(http: &reqwest::Client, url: &str, conn: Conn) -> Result<Upstream, ConnectError> {
     let up = Upstream::new(http, url, &conn.session_id, &conn.init_json);
+    if up.is_err() {
+        let (http, url, sid) = (http.clone(), url.to_owned(), conn.session_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = backend::delete_backend_session(&http, &url, &sid).await {
+                tracing::warn!(error = %e, "deleting an unusable fresh backend session failed");
+            }
+        });
+    }
     drop(conn);
     up
 }
