@@ -3,36 +3,51 @@
 -- ARGV[1] max lifetime ms ('0': none), ARGV[2] change channel,
 -- ARGV[3] session id
 -- Returns 1 if live and slid, 0 if absent or past its capped deadline (then
--- deleted, and the delete published). A legacy hash record is rewritten as
--- a string (s2, with an empty write list) with the same version,
--- metadata, creation time and ttl.
--- Calls on the hot path: GETRANGE, PEXPIRE (TIME and PEXPIREAT with a cap).
+-- deleted, and the delete published).
+-- The new deadline `at` (TIME + t, capped at c + max lifetime) goes to the
+-- key (PEXPIREAT) and to the s3 header (SETRANGE of its 13 digits at
+-- offset 3; see record.rs). A record in an earlier layout (s2, s1, or a
+-- legacy hash) is rewritten whole as s3 with the same version, creation
+-- time, ttl, write list (s2) and metadata: migrate on touch.
+-- A key without an expiry (PERSIST by hand): an s3 record whose header
+-- deadline has not passed is repaired by the slide itself (PEXPIREAT); one
+-- whose deadline has passed (only a key without its expiry can still be
+-- read then), and an s2/s1 record being migrated, are checked with PTTL
+-- and refused (nothing written).
+-- Calls on the hot path: GETRANGE, TIME, SETRANGE, PEXPIREAT.
 local key = KEYS[1]
 local absent = 0
-local f, v, c, t, m, p
+local f, v, c, t, m, p, x
 --@header
 if m == false then return redis.error_reply('VMCPCORRUPT missing m') end
-if ARGV[1] == '0' then
-  if m then
-    redis.call('SET', key, 's2 ' .. v .. ' ' .. c .. ' ' .. t .. '\n\n' .. m, 'PX', t)
-  else
-    redis.call('PEXPIRE', key, t)
-  end
-  return 1
-end
 local now = redis.call('TIME')
 now = now[1] * 1000 + math.floor(now[2] / 1000)
 local at = now + t
-local cap = c + ARGV[1]
-if cap < at then at = cap end
-if at <= now then
-  redis.call('DEL', key)
-  redis.call('PUBLISH', ARGV[2], 'd:' .. ARGV[3])
-  return 0
+if ARGV[1] ~= '0' then
+  local cap = c + ARGV[1]
+  if cap < at then at = cap end
+  if at <= now then
+    redis.call('DEL', key)
+    redis.call('PUBLISH', ARGV[2], 'd:' .. ARGV[3])
+    return 0
+  end
 end
-if m then
-  redis.call('SET', key, 's2 ' .. v .. ' ' .. c .. ' ' .. t .. '\n\n' .. m, 'PXAT', at)
-else
+local e = string.format('%013d', at)
+if f == '3' then
+  if tonumber(x) < now and redis.call('PTTL', key) == -1 then
+    return redis.error_reply('VMCPCORRUPT wrongtype noexpiry')
+  end
+  redis.call('SETRANGE', key, 3, e)
   redis.call('PEXPIREAT', key, at)
+  return 1
 end
+local tail
+if m then
+  tail = '\n' .. m
+else
+  if redis.call('PTTL', key) == -1 then return redis.error_reply('VMCPCORRUPT wrongtype noexpiry') end
+  tail = string.sub(redis.call('GET', key), p)
+  if f == '1' then tail = '\n' .. tail end
+end
+redis.call('SET', key, 's3 ' .. e .. ' ' .. v .. ' ' .. c .. ' ' .. t .. '\n' .. tail, 'PXAT', at)
 return 1

@@ -17,14 +17,16 @@
 -- first, fixed-width entries 40 bytes apart. The applied write prepends
 -- its entry and keeps the newest 4 (159 bytes); only a version mismatch
 -- searches it.
--- Calls on the hot path: GETRANGE, SET, PUBLISH (and TIME with a cap).
+-- The record is written as s3 (see record.rs) whatever layout it had,
+-- its header deadline the `at` given to PXAT.
+-- Calls on the hot path: GETRANGE, TIME, SET, PUBLISH.
 local key = KEYS[1]
 local absent = 0
-local f, v, c, t, m, p
+local f, v, c, t, m, p, x
 --@header
 -- The write list: `n` bytes from `p` (none in s1 or a legacy hash).
 local n = 0
-if f == '2' then
+if f == '3' or f == '2' then
   local e = string.find(h, '\n', p, true)
   if not e or e - p > 159 then return redis.error_reply('VMCPCORRUPT missing w') end
   n = e - p
@@ -52,16 +54,13 @@ if n > 0 then
   if n > 119 then n = 119 end
   keep = ' ' .. string.sub(h, p, p + n - 1)
 end
-local value = 's2 ' .. ARGV[2] .. ' ' .. c .. ' ' .. ARGV[4] .. '\n' .. ARGV[8] .. keep .. '\n' .. ARGV[3]
-if ARGV[5] == '0' then
-  redis.call('SET', key, value, 'PX', ARGV[4])
-else
-  -- now + ttl on the server's clock, capped at created + max_lifetime;
-  -- a deadline already past (max_lifetime lowered since creation) expires
-  -- the record.
-  local now = redis.call('TIME')
-  now = now[1] * 1000 + math.floor(now[2] / 1000)
-  local at = now + ARGV[4]
+-- now + ttl on the server's clock, capped at created + max_lifetime; a
+-- deadline already past (max_lifetime lowered since creation) expires the
+-- record.
+local now = redis.call('TIME')
+now = now[1] * 1000 + math.floor(now[2] / 1000)
+local at = now + ARGV[4]
+if ARGV[5] ~= '0' then
   local cap = c + ARGV[5]
   if cap < at then at = cap end
   if at <= now then
@@ -69,7 +68,8 @@ else
     redis.call('PUBLISH', ARGV[6], 'd:' .. ARGV[7])
     return 0
   end
-  redis.call('SET', key, value, 'PXAT', at)
 end
+redis.call('SET', key, 's3 ' .. string.format('%013d', at) .. ' ' .. ARGV[2] .. ' ' .. c .. ' ' .. ARGV[4]
+  .. '\n' .. ARGV[8] .. keep .. '\n' .. ARGV[3], 'PXAT', at)
 redis.call('PUBLISH', ARGV[6], 'w:' .. ARGV[2] .. ':' .. ARGV[7])
 return 1
