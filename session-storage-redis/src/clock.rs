@@ -94,7 +94,9 @@ impl ServerClock {
         // before a concurrent refresh landed) counts back from it.
         let us = match now.checked_duration_since(s.at) {
             Some(ahead) => s.server_us.saturating_add(micros(ahead)),
-            None => s.server_us.saturating_sub(micros(s.at - now)),
+            None => s
+                .server_us
+                .saturating_sub(micros(s.at.saturating_duration_since(now))),
         };
         Some(us.saturating_add(micros(s.error)).div_ceil(1000))
     }
@@ -189,7 +191,7 @@ mod tests {
         let clock = ServerClock::new();
         let t0 = Instant::now();
         clock.claim(t0).unwrap().record(t0, t0, 5_000_000);
-        assert!(clock.claim(t0 + REFRESH_AFTER - MS).is_none());
+        assert!(clock.claim(t0 + Duration::from_millis(9_999)).is_none());
         let old = t0 + REFRESH_AFTER;
         let first = clock.claim(old).expect("old: refresh");
         assert!(clock.claim(old).is_none(), "one refresh in flight");

@@ -70,7 +70,10 @@ pub fn redis_record(data: &[u8]) {
             assert_eq!(header.expires_ms.is_some(), v3);
             if let Some(e) = header.expires_ms {
                 let digits = &data[record::EXPIRES_AT..record::EXPIRES_AT + record::EXPIRES_LEN];
-                assert_eq!(std::str::from_utf8(digits).unwrap().parse::<u64>().unwrap(), e);
+                assert_eq!(
+                    std::str::from_utf8(digits).unwrap().parse::<u64>().unwrap(),
+                    e
+                );
             }
             assert!(header.len <= record::HEADER_MAX && data[header.len - 1] == b'\n');
             let head = &data[..data.len().min(record::HEADER_MAX)];

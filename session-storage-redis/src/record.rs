@@ -259,7 +259,14 @@ mod tests {
 
     #[test]
     fn round_trips_and_reads_the_header_alone() {
-        let raw = encode(1_764_300_600_000, Version::new(3), 17, 600_000, "", r#"{"a":"b"}"#);
+        let raw = encode(
+            1_764_300_600_000,
+            Version::new(3),
+            17,
+            600_000,
+            "",
+            r#"{"a":"b"}"#,
+        );
         assert_eq!(raw, b"s3 1764300600000 3 17 600000\n\n{\"a\":\"b\"}");
         let (h, m) = decode("k", &raw).unwrap();
         assert_eq!((h.version, h.ttl_ms, h.len), (Version::new(3), 600_000, 29));
@@ -274,10 +281,16 @@ mod tests {
         let raw = encode_v2(Version::new(3), 17, 600_000, "", r#"{"a":"b"}"#);
         assert_eq!(raw, b"s2 3 17 600000\n\n{\"a\":\"b\"}");
         let (h, m2) = decode("k", &raw).unwrap();
-        assert_eq!((h.version, h.has_writes, h.expires_ms, h.len), (Version::new(3), true, None, 15));
+        assert_eq!(
+            (h.version, h.has_writes, h.expires_ms, h.len),
+            (Version::new(3), true, None, 15)
+        );
         assert_eq!(m2, m);
         let (h, m1) = decode("k", b"s1 3 17 600000\n{\"a\":\"b\"}").unwrap();
-        assert_eq!((h.version, h.has_writes, h.expires_ms, m1), (Version::new(3), false, None, m));
+        assert_eq!(
+            (h.version, h.has_writes, h.expires_ms, m1),
+            (Version::new(3), false, None, m)
+        );
         // A full write list.
         let w = session_core::WriteId::generate();
         let mut log = String::new();

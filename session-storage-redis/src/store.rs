@@ -139,7 +139,7 @@ impl RedisStore {
         } else {
             None
         };
-        let value: redis::RedisResult<Option<Vec<u8>>> = match claim {
+        let value: Value = match claim {
             None => {
                 redis::cmd("GET")
                     .arg(key)
@@ -151,10 +151,7 @@ impl RedisStore {
                 // from `GET` stays a server error (legacy or corrupt), not
                 // a pipeline failure.
                 let sent = Instant::now();
-                let (value, time): (
-                    redis::RedisResult<Option<Vec<u8>>>,
-                    redis::RedisResult<(u64, u64)>,
-                ) = redis::pipe()
+                let (value, time): (Value, redis::RedisResult<(u64, u64)>) = redis::pipe()
                     .ignore_errors()
                     .cmd("GET")
                     .arg(key)
@@ -299,6 +296,9 @@ impl RedisStore {
         move |e| map_redis(e, key, timeout)
     }
 }
+
+/// A `GET` reply of a record string (or the error, e.g. `WRONGTYPE`).
+type Value = redis::RedisResult<Option<Vec<u8>>>;
 
 /// Whether the server refused a command for the key's type.
 fn is_wrong_type(e: &RedisError) -> bool {

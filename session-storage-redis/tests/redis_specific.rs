@@ -433,7 +433,10 @@ async fn legacy_hash_records_are_read_and_migrated_on_touch<B: Backend>(h: Arc<R
         ["s3", "7", "1700000000000", "600000"]
     );
     assert!(pttl(&h, &key).await > 590_000, "touch did not slide");
-    assert_eq!(fields[1].parse::<i64>().unwrap(), pexpiretime(&h, &key).await);
+    assert_eq!(
+        fields[1].parse::<i64>().unwrap(),
+        pexpiretime(&h, &key).await
+    );
     let rec = s.load(&id).await.unwrap().unwrap();
     assert_eq!((rec.version, rec.metadata), (Version::new(7), md("a", "1")));
 
@@ -769,7 +772,10 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     assert_eq!((fields[0].as_str(), fields[2].as_str()), ("s3", "2"));
     assert_eq!(fields[4], "60000");
     assert_eq!(fields[1].len(), 13);
-    assert_eq!(fields[1].parse::<i64>().unwrap(), pexpiretime(&h, &key).await);
+    assert_eq!(
+        fields[1].parse::<i64>().unwrap(),
+        pexpiretime(&h, &key).await
+    );
     // version does not slide.
     let _: i64 = h
         .raw
@@ -839,7 +845,10 @@ async fn server_ms<B: Backend>(h: &RedisHarness<B>) -> i64 {
 async fn set_deadline<B: Backend>(h: &RedisHarness<B>, key: &str, header_at: i64, key_at: i64) {
     let _: i64 = h
         .raw
-        .q(redis::cmd("SETRANGE").arg(key).arg(3).arg(format!("{header_at:013}")))
+        .q(redis::cmd("SETRANGE")
+            .arg(key)
+            .arg(3)
+            .arg(format!("{header_at:013}")))
         .await
         .unwrap();
     let set: i64 = h
@@ -870,7 +879,11 @@ async fn load_slide_is_throttled<B: Backend>(h: Arc<RedisHarness<B>>) {
     set_deadline(&h, &key, now + 560_000, now + 560_000).await;
     for _ in 0..5 {
         assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, md("a", "1"));
-        assert_eq!(pexpiretime(&h, &key).await, now + 560_000, "load inside the window slid");
+        assert_eq!(
+            pexpiretime(&h, &key).await,
+            now + 560_000,
+            "load inside the window slid"
+        );
     }
     // 70 s "elapsed": past the window, the next load slides to the full TTL.
     let now = server_ms(&h).await;
@@ -879,12 +892,20 @@ async fn load_slide_is_throttled<B: Backend>(h: Arc<RedisHarness<B>>) {
     let slid = pttl(&h, &key).await;
     assert!(slid > 590_000, "load past the window did not slide: {slid}");
     let at = pexpiretime(&h, &key).await;
-    assert_eq!(header(&h, &key).await[1].parse::<i64>().unwrap(), at, "header and key agree");
+    assert_eq!(
+        header(&h, &key).await[1].parse::<i64>().unwrap(),
+        at,
+        "header and key agree"
+    );
     // ... and the loads right after it do not slide again.
     let now = server_ms(&h).await;
     set_deadline(&h, &key, now + 580_000, now + 580_000).await;
     s.load(&id).await.unwrap().unwrap();
-    assert_eq!(pexpiretime(&h, &key).await, now + 580_000, "slid again inside the window");
+    assert_eq!(
+        pexpiretime(&h, &key).await,
+        now + 580_000,
+        "slid again inside the window"
+    );
 
     // The header decides, not the key's expiry: a near header deadline on
     // a key that still has most of its TTL slides ...
@@ -892,13 +913,21 @@ async fn load_slide_is_throttled<B: Backend>(h: Arc<RedisHarness<B>>) {
     set_deadline(&h, &key, now + 500_000, now + 599_000).await;
     s.load(&id).await.unwrap().unwrap();
     let at = pexpiretime(&h, &key).await;
-    assert!(at > now + 599_000, "a near header deadline did not slide: {}", at - now);
+    assert!(
+        at > now + 599_000,
+        "a near header deadline did not slide: {}",
+        at - now
+    );
     assert_eq!(header(&h, &key).await[1].parse::<i64>().unwrap(), at);
     // ... and a far one on a key about to expire does not.
     let now = server_ms(&h).await;
     set_deadline(&h, &key, now + 595_000, now + 100_000).await;
     s.load(&id).await.unwrap().unwrap();
-    assert_eq!(pexpiretime(&h, &key).await, now + 100_000, "a far header deadline slid");
+    assert_eq!(
+        pexpiretime(&h, &key).await,
+        now + 100_000,
+        "a far header deadline slid"
+    );
 
     // A placeholder's shorter `t` decides its own window: TTL 10 s, window 1 s.
     let p = SessionId::generate();
@@ -981,7 +1010,10 @@ async fn load_of_a_key_without_expiry_is_corrupt<B: Backend>(h: Arc<RedisHarness
     let _: i64 = h.raw.q(redis::cmd("PERSIST").arg(&key)).await.unwrap();
     assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, md("a", "1"));
     let at = pexpiretime(&h, &key).await;
-    assert!(at > now + 590_000, "the slide did not repair the expiry: {at}");
+    assert!(
+        at > now + 590_000,
+        "the slide did not repair the expiry: {at}"
+    );
     assert_eq!(header(&h, &key).await[1].parse::<i64>().unwrap(), at);
 
     // Deadline passed: corrupt for load and touch, nothing written.
@@ -1016,15 +1048,22 @@ async fn load_of_a_key_without_expiry_is_corrupt<B: Backend>(h: Arc<RedisHarness
     let json = md("a", "1").json().to_owned();
     let _: () = h
         .raw
-        .q(redis::cmd("SET")
-            .arg(&key)
-            .arg(record_bytes(b"3", b"1764300000000", b"600000", json.as_bytes(), Layout::S2)))
+        .q(redis::cmd("SET").arg(&key).arg(record_bytes(
+            b"3",
+            b"1764300000000",
+            b"600000",
+            json.as_bytes(),
+            Layout::S2,
+        )))
         .await
         .unwrap();
     let before = raw_dump(&h.raw, &key).await;
     assert!(matches!(
         s.load(&id).await,
-        Err(Error::Corrupt { source: CorruptRecord::WrongType(_), .. })
+        Err(Error::Corrupt {
+            source: CorruptRecord::WrongType(_),
+            ..
+        })
     ));
     assert_eq!(raw_dump(&h.raw, &key).await, before);
     assert!(s.delete(&id).await.unwrap());
@@ -1054,7 +1093,11 @@ async fn earlier_string_layouts_migrate_on_load<B: Backend>(h: Arc<RedisHarness<
             }
             let _: () = h
                 .raw
-                .q(redis::cmd("SET").arg(&key).arg(value).arg("PX").arg(300_000))
+                .q(redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(300_000))
                 .await
                 .unwrap();
         }
@@ -1066,7 +1109,10 @@ async fn earlier_string_layouts_migrate_on_load<B: Backend>(h: Arc<RedisHarness<
         plant_layout(layout, key.clone()).await;
         assert_eq!(s.version(&id).await.unwrap(), Some(Version::new(4)));
         assert_eq!(s.peek(&id).await.unwrap().unwrap().metadata, md("a", "1"));
-        assert_eq!(header(&h, &key).await[0], if layout == Layout::S2 { "s2" } else { "s1" });
+        assert_eq!(
+            header(&h, &key).await[0],
+            if layout == Layout::S2 { "s2" } else { "s1" }
+        );
         let rec = s.load(&id).await.unwrap().unwrap();
         assert_eq!((rec.version, rec.metadata), (Version::new(4), md("a", "1")));
         let fields = header(&h, &key).await;
@@ -1077,9 +1123,16 @@ async fn earlier_string_layouts_migrate_on_load<B: Backend>(h: Arc<RedisHarness<
         );
         let at = pexpiretime(&h, &key).await;
         assert_eq!(fields[1].parse::<i64>().unwrap(), at);
-        assert!(pttl(&h, &key).await > 590_000, "{layout:?}: load did not slide");
+        assert!(
+            pttl(&h, &key).await > 590_000,
+            "{layout:?}: load did not slide"
+        );
         let value: Vec<u8> = h.raw.q(redis::cmd("GET").arg(&key)).await.unwrap();
-        let writes = if layout == Layout::S2 { entry.as_str() } else { "" };
+        let writes = if layout == Layout::S2 {
+            entry.as_str()
+        } else {
+            ""
+        };
         assert_eq!(
             value,
             format!("s3 {at:013} 4 1764300000000 600000\n{writes}\n{json}").into_bytes(),
@@ -1102,7 +1155,9 @@ async fn earlier_string_layouts_migrate_on_load<B: Backend>(h: Arc<RedisHarness<
         plant_layout(layout, key.clone()).await;
         assert_eq!(
             s.update(&id, Version::new(3), &md("a", "2")).await.unwrap(),
-            Update::Conflict { current: Version::new(4) }
+            Update::Conflict {
+                current: Version::new(4)
+            }
         );
         assert_eq!(
             s.update(&id, Version::new(4), &md("a", "2")).await.unwrap(),

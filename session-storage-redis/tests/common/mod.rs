@@ -265,9 +265,13 @@ impl<B: Backend> Harness for RedisHarness<B> {
         self.extra_keys.lock().unwrap().push(key.clone());
         let _: () = self
             .raw
-            .q(redis::cmd("SET")
-                .arg(&key)
-                .arg(record_bytes(b"1", b"1", b"600000", b"{}", Layout::S3)))
+            .q(redis::cmd("SET").arg(&key).arg(record_bytes(
+                b"1",
+                b"1",
+                b"600000",
+                b"{}",
+                Layout::S3,
+            )))
             .await
             .unwrap();
         let _: i64 = self
