@@ -46,7 +46,7 @@ fn drawn(data: &[u8]) -> (Version, u64, u64, &[u8]) {
 ///
 /// 1. `decode` of the bytes as a stored string: a record, or a typed
 ///    corrupt error naming the key; a record's header decodes the same
-///    from the first [`record::HEADER_MAX`] bytes alone (what `version`
+///    from the first `HEADER_MAX` (80) bytes alone (what `version`
 ///    reads with `GETRANGE`), it has a deadline exactly when it is `s3`,
 ///    and re-encoding what was decoded (as `s3`) decodes to the same.
 /// 2. `encode` then `decode` of values drawn from the bytes (valid
