@@ -314,6 +314,59 @@ async fn non_utf8_version_does_not_poison_the_connection<B: Backend>(h: Arc<Redi
     assert!(total > 0, "no load ran");
 }
 
+/// An `s3` record whose deadline is not 13 digits and a space is corrupt
+/// (missing `e`) for every operation: the client's decode (`load`, `peek`,
+/// `touch`, `version`) and the scripts' header check (`update`) agree;
+/// nothing writes over it.
+async fn corrupt_s3_deadline<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    for value in [
+        &b"s3 12345 1 1 600000\n\n{}"[..],
+        b"s3 176430060000x 1 1 600000\n\n{}",
+        b"s3 17643006000000 1 1 600000\n\n{}",
+        b"s3 1764300600000\n\n{}",
+    ] {
+        let id = SessionId::generate();
+        let key = s.key(&id);
+        let _: () = h
+            .raw
+            .q(redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(600_000))
+            .await
+            .unwrap();
+        let before = raw_dump(&h.raw, &key).await;
+        for (what, r) in [
+            ("load", s.load(&id).await.map(|_| ())),
+            ("peek", s.peek(&id).await.map(|_| ())),
+            ("version", s.version(&id).await.map(|_| ())),
+            ("touch", s.touch(&id).await.map(|_| ())),
+            (
+                "update",
+                s.update(&id, Version::INITIAL, &md("x", "y"))
+                    .await
+                    .map(|_| ()),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Corrupt {
+                        source: CorruptRecord::MissingField("e"),
+                        ..
+                    })
+                ),
+                "{what} of {:?}: {r:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        assert_eq!(raw_dump(&h.raw, &key).await, before);
+        assert!(s.delete(&id).await.unwrap());
+    }
+}
+
 /// A string someone else wrote at a session key (no `s1` header, or an
 /// empty string) is corrupt (wrong type) for every operation that reads
 /// it, `version` included; nothing writes over it, and delete removes it.
@@ -1309,6 +1362,7 @@ macro_rules! all_cases {
             corrupt_metadata_oversized,
             corrupt_foreign_hash,
             corrupt_foreign_string,
+            corrupt_s3_deadline,
             legacy_hash_records_are_read_and_migrated_on_touch,
             legacy_hash_record_concurrent_cas_has_one_winner,
             corrupt_signed_version,
