@@ -17,6 +17,19 @@
 //! lazily: one `load` at a time ([`ServerClock::claim`]) pipelines `TIME`
 //! with its `GET` (the same round trip); until the first sample exists,
 //! every `load` does.
+//!
+//! [`ServerClock::server_now_low_ms`] answers the *earliest* the server's
+//! clock can be (estimate - error - a drift allowance of [`DRIFT_PPM`] of
+//! the sample's age), for `update` and `touch`: they send it to their
+//! script, which writes `it + ttl` as the header deadline `e` without
+//! reading `TIME`, and gives the key `PX ttl` when it runs, later on the
+//! server's clock: so `e` is never later than the key's real expiry, and a
+//! `load` deciding from it slides early, never late. It answers only from
+//! a sample younger than [`REFRESH_AFTER`]; otherwise the caller refreshes
+//! first (one `TIME` round trip, [`ServerClock::claim`]) or, while another
+//! caller refreshes, sends none (the script then reads `TIME`). A step
+//! back of the server's wall clock (an NTP step) since the sample is not
+//! covered: it is seen at the next refresh.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -24,6 +37,11 @@ use std::time::{Duration, Instant};
 
 /// How old a sample may get before a `load` refreshes it.
 pub(crate) const REFRESH_AFTER: Duration = Duration::from_secs(10);
+
+/// The most the server's clock is assumed to run slower than the local
+/// monotonic clock, parts per million of elapsed time (NTP slews at most
+/// 500 ppm on either side): [`ServerClock::server_now_low_ms`] subtracts it.
+pub(crate) const DRIFT_PPM: u64 = 1_000;
 
 /// One `TIME` reply and where it sits on the local monotonic clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +117,32 @@ impl ServerClock {
                 .saturating_sub(micros(s.at.saturating_duration_since(now))),
         };
         Some(us.saturating_add(micros(s.error)).div_ceil(1000))
+    }
+
+    /// The earliest the server's clock can read at local instant `now`, ms
+    /// since the Unix epoch (the estimate minus its error and a drift
+    /// allowance of [`DRIFT_PPM`] of the sample's age, rounded down), or
+    /// `None` without a sample younger than [`REFRESH_AFTER`].
+    ///
+    /// The `TIME` reply was produced at some local instant between the
+    /// round trip's send and receipt, so no later than `at + error`; the
+    /// server's clock at `now` is then at least
+    /// `server_us + (now - at) - error` (less the drift).
+    pub(crate) fn server_now_low_ms(&self, now: Instant) -> Option<u64> {
+        let s = self.current()?;
+        let us = match now.checked_duration_since(s.at) {
+            Some(ahead) if ahead >= REFRESH_AFTER => return None,
+            Some(ahead) => {
+                let ahead = micros(ahead);
+                s.server_us
+                    .saturating_add(ahead)
+                    .saturating_sub(ahead.div_ceil(1_000_000 / DRIFT_PPM))
+            }
+            None => s
+                .server_us
+                .saturating_sub(micros(s.at.saturating_duration_since(now))),
+        };
+        Some(us.saturating_sub(micros(s.error)) / 1000)
     }
 
     /// The error of the current sample (half its round trip).
@@ -208,6 +252,61 @@ mod tests {
         }
         .record(t0, t0, 1);
         assert_eq!(clock.now_ms(old + MS), Some(15_001));
+    }
+
+    /// A fake server whose clock reads `offset_us` + µs since `base` on
+    /// the local clock, answering `TIME` at any point of the round trip:
+    /// the lower bound never exceeds the server's real clock, at any later
+    /// (or earlier) instant, and is within the round trip of it.
+    #[test]
+    fn the_lower_bound_never_exceeds_the_server_clock() {
+        let base = Instant::now();
+        let offset_us: u64 = 1_764_300_000_123_456;
+        let server_ms = |at: Instant| (offset_us + micros(at - base)) / 1000;
+        for rtt_us in [0u64, 1, 999, 1_000, 1_001, 2_345, 40_000, 250_001] {
+            // Where in the round trip the server read its clock (µs
+            // after the send).
+            for answer in [0, rtt_us / 3, rtt_us / 2, rtt_us] {
+                let sent = base + Duration::from_micros(7_777);
+                let received = sent + Duration::from_micros(rtt_us);
+                let answered = sent + Duration::from_micros(answer);
+                let clock = ServerClock::new();
+                clock.claim(sent).unwrap().record(
+                    sent,
+                    received,
+                    offset_us + micros(answered - base),
+                );
+                for later_us in [0u64, 1, 500, 999_999, 5_000_000, 9_999_999] {
+                    let now = received + Duration::from_micros(later_us);
+                    let low = clock.server_now_low_ms(now).expect("fresh sample");
+                    let real = server_ms(now);
+                    assert!(low <= real, "rtt {rtt_us} answer {answer} +{later_us}");
+                    // Within the round trip, the drift allowance and ms
+                    // rounding of it.
+                    let slack = rtt_us / 1000 + later_us.div_ceil(1000) / 1000 + 2;
+                    assert!(real - low <= slack, "{real} - {low} > {slack}");
+                    // And never above the upper bound.
+                    assert!(low <= clock.now_ms(now).unwrap());
+                }
+                // An instant before the midpoint (a concurrent refresh).
+                let low = clock.server_now_low_ms(sent).unwrap();
+                assert!(low <= server_ms(sent));
+            }
+        }
+    }
+
+    #[test]
+    fn no_lower_bound_without_a_fresh_sample() {
+        let clock = ServerClock::new();
+        let t0 = Instant::now();
+        assert_eq!(clock.server_now_low_ms(t0), None);
+        clock.claim(t0).unwrap().record(t0, t0, 5_000_000_000);
+        assert_eq!(clock.server_now_low_ms(t0), Some(5_000_000));
+        let almost = t0 + REFRESH_AFTER - MS;
+        assert!(clock.server_now_low_ms(almost).is_some());
+        assert!(clock.claim(almost).is_none(), "fresh: no refresh");
+        assert_eq!(clock.server_now_low_ms(t0 + REFRESH_AFTER), None);
+        assert!(clock.claim(t0 + REFRESH_AFTER).is_some(), "stale: refresh");
     }
 
     #[test]

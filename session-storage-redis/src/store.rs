@@ -271,17 +271,49 @@ impl RedisStore {
         Ok((pttl != -2).then_some(version))
     }
 
+    /// What `update` and `touch` send their script as the server's clock
+    /// now: the earliest it can read ([`ServerClock::server_now_low_ms`]),
+    /// so the header deadline the script derives from it is never later
+    /// than the key's real expiry; `0` (the script reads `TIME`) with
+    /// `max_lifetime` (the script needs the exact clock for the cap), or
+    /// when there is no fresh estimate and another caller is refreshing
+    /// it or the refresh failed. Without a fresh estimate this caller
+    /// refreshes it first: one `TIME` round trip, about once every
+    /// [`clock::REFRESH_AFTER`] per store.
+    async fn server_now_low(&self) -> u64 {
+        if self.inner.max_ms != 0 {
+            return 0;
+        }
+        let clock = &self.inner.clock;
+        if let Some(ms) = clock.server_now_low_ms(Instant::now()) {
+            return ms;
+        }
+        let Some(claim) = clock.claim(Instant::now()) else {
+            return 0;
+        };
+        let sent = Instant::now();
+        let time: redis::RedisResult<(u64, u64)> =
+            redis::cmd("TIME").query_async(&mut self.conn()).await;
+        let Ok(time) = time else {
+            return 0;
+        };
+        claim.record(sent, Instant::now(), clock::time_us(time));
+        clock.server_now_low_ms(Instant::now()).unwrap_or(0)
+    }
+
     /// Runs the `touch` script: `true` if it slid the record, `false` if
     /// the record was gone or past its capped deadline (then deleted, and
     /// the delete published).
     async fn slide(&self, key: &str, id: &SessionId) -> Result<bool> {
+        let now_low = self.server_now_low().await;
         let live: i64 = invoke(
             SCRIPTS
                 .touch
                 .key(key)
                 .arg(self.inner.max_ms)
                 .arg(self.inner.prefix.channel())
-                .arg(id.as_str()),
+                .arg(id.as_str())
+                .arg(now_low),
             &mut self.conn(),
         )
         .await
@@ -450,6 +482,7 @@ impl SessionStore for RedisStore {
         // The version after `expected`, computed here so the script does
         // no arithmetic; unused (the script answers 3) at Version::MAX.
         let next = expected.checked_next().unwrap_or(Version::MAX);
+        let now_low = self.server_now_low().await;
         let reply: redis::Value = invoke(
             SCRIPTS
                 .update
@@ -461,7 +494,8 @@ impl SessionStore for RedisStore {
                 .arg(self.inner.max_ms)
                 .arg(self.inner.prefix.channel())
                 .arg(id.as_str())
-                .arg(write.log_entry(next)),
+                .arg(write.log_entry(next))
+                .arg(now_low),
             &mut self.conn(),
         )
         .await

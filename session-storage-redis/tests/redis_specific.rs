@@ -854,6 +854,71 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     }
 }
 
+/// The header deadline `e` and the key's `PEXPIRETIME`.
+async fn deadlines<B: Backend>(h: &RedisHarness<B>, key: &str) -> (i64, i64) {
+    let e = header(h, key).await[1].parse::<i64>().unwrap();
+    (e, pexpiretime(h, key).await)
+}
+
+/// Without max_lifetime, `update` and `touch` send their script the
+/// client's lower bound of the server's clock and the script writes `e`
+/// from it without `TIME`: `e` is never later than the key's real expiry
+/// (`PEXPIRETIME`) and close to it. With max_lifetime the script reads
+/// `TIME` and `e` is the key's expiry exactly.
+async fn header_deadline_never_passes_the_key_expiry<B: Backend>(h: Arc<RedisHarness<B>>) {
+    const TOLERANCE_MS: i64 = 50;
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "0"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = s.key(&id);
+    let mut version = Version::INITIAL;
+    for i in 0..40 {
+        version = match s.update(&id, version, &md("a", &i.to_string())).await {
+            Ok(Update::Applied(v)) => v,
+            other => panic!("update {i}: {other:?}"),
+        };
+        let (e, at) = deadlines(&h, &key).await;
+        assert!(e <= at, "update {i}: header deadline {e} after the key's expiry {at}");
+        assert!(at - e <= TOLERANCE_MS, "update {i}: {e} too far before {at}");
+        // Moved off the key's expiry so the touch visibly rewrites both.
+        pexpire(&h, &key, 300_000).await;
+        assert!(s.touch(&id).await.unwrap());
+        let (e2, at2) = deadlines(&h, &key).await;
+        assert!(e2 <= at2, "touch {i}: header deadline {e2} after the key's expiry {at2}");
+        assert!(at2 - e2 <= TOLERANCE_MS, "touch {i}: {e2} too far before {at2}");
+        assert!(at2 >= at, "touch {i} slid by the record's ttl: {at2} < {at}");
+    }
+
+    // With max_lifetime: exact, for update and touch alike.
+    let capped = StoreConfig::new(Duration::from_secs(600))
+        .unwrap()
+        .with_max_lifetime(Duration::from_secs(3600))
+        .unwrap();
+    let s = h.store(capped).await;
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "0"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = s.key(&id);
+    let mut version = Version::INITIAL;
+    for i in 0..10 {
+        version = match s.update(&id, version, &md("a", &i.to_string())).await {
+            Ok(Update::Applied(v)) => v,
+            other => panic!("capped update {i}: {other:?}"),
+        };
+        let (e, at) = deadlines(&h, &key).await;
+        assert_eq!(e, at, "capped update {i}");
+        pexpire(&h, &key, 300_000).await;
+        assert!(s.touch(&id).await.unwrap());
+        let (e, at) = deadlines(&h, &key).await;
+        assert_eq!(e, at, "capped touch {i}");
+    }
+}
+
 /// A store on the harness prefix with slide throttle `fraction`.
 async fn store_with_fraction<B: Backend>(
     h: &RedisHarness<B>,
@@ -1376,6 +1441,7 @@ macro_rules! all_cases {
             prefix_isolation_change_stream,
             prefix_isolation_every_method,
             expiry_fields_on_the_server,
+            header_deadline_never_passes_the_key_expiry,
             change_stream_ends_with_the_store,
             load_slide_is_throttled,
             load_slides_after_the_window_in_real_time,

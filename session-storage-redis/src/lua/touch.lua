@@ -1,12 +1,16 @@
 -- touch: slide the expiry by the record's own ttl.
 -- KEYS[1] session key
 -- ARGV[1] max lifetime ms ('0': none), ARGV[2] change channel,
--- ARGV[3] session id
+-- ARGV[3] session id, ARGV[4] the calling client's lower bound of the
+-- server's clock now, ms ('0': none; then TIME is read)
 -- Returns 1 if live and slid, 0 if absent or past its capped deadline (then
 -- deleted, and the delete published).
--- The new deadline `at` (TIME + t, capped at c + max lifetime) goes to the
--- key (PEXPIREAT) and to the s3 header (SETRANGE of its 13 digits at
--- offset 3; see record.rs). A record in an earlier layout (s2, s1, or a
+-- An s3 record without max lifetime and with ARGV[4]: PEXPIRE key t (no
+-- TIME) and ARGV[4] + t to the header (SETRANGE of its 13 digits at offset
+-- 3; see record.rs): never later than the key's real expiry, since the
+-- script runs after the client read its lower bound. Otherwise the new
+-- deadline `at` (TIME + t, capped at c + max lifetime) goes to the key
+-- (PEXPIREAT) and to the header exactly. A record in an earlier layout (s2, s1, or a
 -- legacy hash) is rewritten whole as s3 with the same version, creation
 -- time, ttl, write list (s2) and metadata: migrate on touch.
 -- A key without an expiry (PERSIST by hand): an s3 record whose header
@@ -14,12 +18,23 @@
 -- whose deadline has passed (only a key without its expiry can still be
 -- read then), and an s2/s1 record being migrated, are checked with PTTL
 -- and refused (nothing written).
--- Calls on the hot path: GETRANGE, TIME, SETRANGE, PEXPIREAT.
+-- The no-expiry check of an s3 record compares its deadline with ARGV[4]
+-- when TIME is not read.
+-- Calls on the hot path: GETRANGE, SETRANGE, PEXPIRE (TIME and PEXPIREAT
+-- instead with a cap).
 local key = KEYS[1]
 local absent = 0
 local f, v, c, t, m, p, x
 --@header
 if m == false then return redis.error_reply('VMCPCORRUPT missing m') end
+if f == '3' and ARGV[1] == '0' and ARGV[4] ~= '0' then
+  if tonumber(x) < tonumber(ARGV[4]) and redis.call('PTTL', key) == -1 then
+    return redis.error_reply('VMCPCORRUPT wrongtype noexpiry')
+  end
+  redis.call('SETRANGE', key, 3, string.format('%013d', ARGV[4] + t))
+  redis.call('PEXPIRE', key, t)
+  return 1
+end
 local now = redis.call('TIME')
 now = now[1] * 1000 + math.floor(now[2] / 1000)
 local at = now + t
