@@ -14,12 +14,21 @@
 //!   (which always runs the touch script for them). A string with none of
 //!   the three tags was not written by this store.
 //! - `expires` (`s3` only): exactly 13 decimal digits, zero-padded, at the
-//!   fixed offset [`EXPIRES_AT`]: the absolute deadline in ms on the
-//!   server's clock (`TIME`) that the script which wrote the record gave
-//!   the key with `PXAT`/`PEXPIREAT` (so `touch` rewrites it in place with
-//!   `SETRANGE key 3`). `load` decides its slide from it and an estimate
-//!   of the server's clock ([`crate::clock`]); the key's own expiry stays
-//!   the truth (a key the server expired is never read).
+//!   fixed offset [`EXPIRES_AT`]: a deadline in ms on the server's clock,
+//!   never later than the key's own expiry (so `touch` rewrites it in place
+//!   with `SETRANGE key 3`). Where the writing script read `TIME` (`create`;
+//!   `update` and `touch` with `max_lifetime`; a migration from `s2`, `s1`
+//!   or a hash; or when the client sent no clock estimate) it is exactly
+//!   the deadline the script gave the key with `PXAT`/`PEXPIREAT`.
+//!   Otherwise (`update` and the in-place `touch` without `max_lifetime`)
+//!   it is the writing client's lower bound of the server's clock
+//!   ([`crate::clock::ServerClock::server_now_low_ms`]) plus the ttl, while
+//!   the key gets `PX`/`PEXPIRE ttl` when the script runs, later: so `e`
+//!   is at or a little before (about half a round trip on a local network)
+//!   the key's real expiry, never after it. `load` decides its slide from
+//!   it and an estimate of the server's clock ([`crate::clock`]): an early
+//!   `e` can only make it slide early, never late; the key's own expiry
+//!   stays the truth (a key the server expired is never read).
 //! - `version`: the record's version, 1..=2^53-1 in plain decimal digits
 //!   (the rule of [`Version::from_stored_text`]).
 //! - `created`: the server's clock (`TIME`) in ms when the record was
