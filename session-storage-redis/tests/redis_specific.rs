@@ -889,15 +889,30 @@ async fn header_deadline_never_passes_the_key_expiry<B: Backend>(h: Arc<RedisHar
             other => panic!("update {i}: {other:?}"),
         };
         let (e, at) = deadlines(&h, &key).await;
-        assert!(e <= at, "update {i}: header deadline {e} after the key's expiry {at}");
-        assert!(at - e <= TOLERANCE_MS, "update {i}: {e} too far before {at}");
+        assert!(
+            e <= at,
+            "update {i}: header deadline {e} after the key's expiry {at}"
+        );
+        assert!(
+            at - e <= TOLERANCE_MS,
+            "update {i}: {e} too far before {at}"
+        );
         // Moved off the key's expiry so the touch visibly rewrites both.
         pexpire(&h, &key, 300_000).await;
         assert!(s.touch(&id).await.unwrap());
         let (e2, at2) = deadlines(&h, &key).await;
-        assert!(e2 <= at2, "touch {i}: header deadline {e2} after the key's expiry {at2}");
-        assert!(at2 - e2 <= TOLERANCE_MS, "touch {i}: {e2} too far before {at2}");
-        assert!(at2 >= at, "touch {i} slid by the record's ttl: {at2} < {at}");
+        assert!(
+            e2 <= at2,
+            "touch {i}: header deadline {e2} after the key's expiry {at2}"
+        );
+        assert!(
+            at2 - e2 <= TOLERANCE_MS,
+            "touch {i}: {e2} too far before {at2}"
+        );
+        assert!(
+            at2 >= at,
+            "touch {i} slid by the record's ttl: {at2} < {at}"
+        );
     }
 
     // With max_lifetime: exact, for update and touch alike.
