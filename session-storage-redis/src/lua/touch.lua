@@ -10,16 +10,17 @@
 -- 3; see record.rs): never later than the key's real expiry, since the
 -- script runs after the client read its lower bound. Otherwise the new
 -- deadline `at` (TIME + t, capped at c + max lifetime) goes to the key
--- (PEXPIREAT) and to the header exactly. A record in an earlier layout (s2, s1, or a
--- legacy hash) is rewritten whole as s3 with the same version, creation
--- time, ttl, write list (s2) and metadata: migrate on touch.
+-- (PEXPIREAT) and to the header exactly. A record in an earlier layout
+-- (s2, s1, or a legacy hash) is rewritten whole as s3 with the same
+-- version, creation time, ttl, write list (s2) and metadata: migrate on
+-- touch.
 -- A key without an expiry (PERSIST by hand): an s3 record whose header
--- deadline has not passed is repaired by the slide itself (PEXPIREAT); one
--- whose deadline has passed (only a key without its expiry can still be
--- read then), and an s2/s1 record being migrated, are checked with PTTL
--- and refused (nothing written).
--- The no-expiry check of an s3 record compares its deadline with ARGV[4]
--- when TIME is not read.
+-- deadline has not passed is repaired by the slide itself (PEXPIRE or
+-- PEXPIREAT); one whose deadline has passed (a key with its expiry
+-- outlives it by a few ms at most: a deadline written from a client's
+-- lower bound), and an s2/s1 record being migrated, are checked with PTTL
+-- and refused if it has none (nothing written). Without TIME, "passed"
+-- is judged by ARGV[4].
 -- Calls on the hot path: GETRANGE, SETRANGE, PEXPIRE (TIME and PEXPIREAT
 -- instead with a cap).
 local key = KEYS[1]
