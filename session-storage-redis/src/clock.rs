@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(clock.server_now_low_ms(t0), None);
         clock.claim(t0).unwrap().record(t0, t0, 5_000_000_000);
         assert_eq!(clock.server_now_low_ms(t0), Some(5_000_000));
-        let almost = t0 + REFRESH_AFTER - MS;
+        let almost = t0 + REFRESH_AFTER.saturating_sub(MS);
         assert!(clock.server_now_low_ms(almost).is_some());
         assert!(clock.claim(almost).is_none(), "fresh: no refresh");
         assert_eq!(clock.server_now_low_ms(t0 + REFRESH_AFTER), None);
