@@ -197,9 +197,11 @@ impl RedisConfig {
 
     /// The load slide throttle (default 0.1): a `load` slides the expiry
     /// only when more than this fraction of the record's own TTL (`t`) has
-    /// passed since its last slide, judged from the key's `PTTL` (the
-    /// server's clock): `PTTL < t - t * fraction`. Otherwise it is two plain
-    /// reads and writes nothing. `0.0` slides on every load. `touch` and an
+    /// passed since its last slide, judged from the deadline `e` in the
+    /// record's header against the store's estimate of the server's clock
+    /// (see the crate README, "Load slide throttle"):
+    /// `e - server_now < t - t * fraction`. Otherwise it is one plain `GET`
+    /// and writes nothing. `0.0` slides on every load. `touch` and an
     /// applied `update` always slide. Must be within `0.0..=1.0` (checked
     /// at connect).
     ///

@@ -105,6 +105,9 @@ pub(crate) fn map_connect(err: RedisError, url: &str, timeout: Duration) -> Erro
 fn parse_corrupt(detail: &str) -> CorruptRecord {
     let (kind, rest) = detail.split_once(' ').unwrap_or((detail, ""));
     match kind {
+        "wrongtype" if rest == "noexpiry" => {
+            CorruptRecord::WrongType("record without an expiry".to_owned())
+        }
         "wrongtype" => CorruptRecord::WrongType(rest.to_owned()),
         "version" => CorruptRecord::InvalidVersion(unhex(rest).map_or_else(
             || rest.to_owned(),
@@ -134,6 +137,7 @@ pub(crate) fn field_name(field: &str) -> &'static str {
         "c" => "c",
         "t" => "t",
         "w" => "w",
+        "e" => "e",
         _ => "unknown",
     }
 }
@@ -161,5 +165,12 @@ mod tests {
             parse_corrupt("missing c"),
             CorruptRecord::MissingField("c")
         ));
+        assert!(matches!(
+            parse_corrupt("missing e"),
+            CorruptRecord::MissingField("e")
+        ));
+        assert!(
+            matches!(parse_corrupt("wrongtype noexpiry"), CorruptRecord::WrongType(t) if t == "record without an expiry")
+        );
     }
 }

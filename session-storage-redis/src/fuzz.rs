@@ -46,12 +46,14 @@ fn drawn(data: &[u8]) -> (Version, u64, u64, &[u8]) {
 ///
 /// 1. `decode` of the bytes as a stored string: a record, or a typed
 ///    corrupt error naming the key; a record's header decodes the same
-///    from the first 64 bytes alone (what `version` reads with
-///    `GETRANGE`), and re-encoding what was decoded decodes to the same.
+///    from the first `HEADER_MAX` (80) bytes alone (what `version`
+///    reads with `GETRANGE`), it has a deadline exactly when it is `s3`,
+///    and re-encoding what was decoded (as `s3`) decodes to the same.
 /// 2. `encode` then `decode` of values drawn from the bytes (valid
-///    version, creation time, TTL; the rest as metadata JSON) gives them
-///    back exactly when the JSON is valid metadata, and `InvalidMetadata`
-///    otherwise.
+///    version, creation time, TTL, and a 13-digit deadline mixed from the
+///    last two; the rest as metadata JSON), in the `s3` layout and in the
+///    previous `s2`, gives them back exactly when the JSON is valid
+///    metadata, and `InvalidMetadata` otherwise.
 /// 3. The legacy hash decoder on the bytes split at `0xFF` into the
 ///    fields `v`, `m`, `c`, `t` agrees with the string decoder on the same
 ///    fields: both accept, with the same version, TTL and metadata, or both
@@ -61,25 +63,36 @@ pub fn redis_record(data: &[u8]) {
     let decoded = record::decode(KEY, data);
     match &decoded {
         Ok((header, md)) => {
-            assert!(data.starts_with(record::MAGIC) || data.starts_with(record::MAGIC_V1));
-            assert_eq!(header.has_writes, data.starts_with(record::MAGIC));
+            let v3 = data.starts_with(record::MAGIC);
+            let v2 = data.starts_with(record::MAGIC_V2);
+            assert!(v3 || v2 || data.starts_with(record::MAGIC_V1));
+            assert_eq!(header.has_writes, v3 || v2);
+            assert_eq!(header.expires_ms.is_some(), v3);
+            if let Some(e) = header.expires_ms {
+                let digits = &data[record::EXPIRES_AT..record::EXPIRES_AT + record::EXPIRES_LEN];
+                assert_eq!(
+                    std::str::from_utf8(digits).unwrap().parse::<u64>().unwrap(),
+                    e
+                );
+            }
             assert!(header.len <= record::HEADER_MAX && data[header.len - 1] == b'\n');
             let head = &data[..data.len().min(record::HEADER_MAX)];
             assert_eq!(record::decode_header(KEY, head).unwrap(), *header);
             assert_eq!(Metadata::from_json(md.json()).unwrap(), *md);
-            // Format 2 keeps a write-id line between the header and the
-            // metadata; format 1 has none.
+            // Formats 3 and 2 keep a write-id line between the header and
+            // the metadata; format 1 has none.
             let start = if header.has_writes {
                 record::skip_writes(KEY, data, header.len).expect("decoded, so the line ends")
             } else {
                 header.len
             };
             assert_eq!(md.json().as_bytes(), &data[start..]);
-            let again = record::encode(header.version, 1, header.ttl_ms, "", md.json());
+            let e = header.expires_ms.unwrap_or(1);
+            let again = record::encode(e, header.version, 1, header.ttl_ms, "", md.json());
             let (h2, md2) = record::decode(KEY, &again).expect("re-encoded record decodes");
             assert_eq!(
-                (h2.version, h2.ttl_ms, &md2),
-                (header.version, header.ttl_ms, md)
+                (h2.version, h2.ttl_ms, h2.expires_ms, &md2),
+                (header.version, header.ttl_ms, Some(e), md)
             );
         }
         Err(_) => {
@@ -99,12 +112,24 @@ pub fn redis_record(data: &[u8]) {
 
 /// Property 2 of [`redis_record`].
 fn encoded(version: Version, created: u64, ttl: u64, json: &str) {
+    // The deadline: the input's numbers mixed, within 13 digits.
+    let e = (created ^ ttl.rotate_left(23)) % 10_000_000_000_000;
+    let raw = record::encode(e, version, created, ttl, "", json);
+    encoded_as(&raw, version, Some(e), ttl, json);
+    let raw = record::encode_v2(version, created, ttl, "", json);
+    encoded_as(&raw, version, None, ttl, json);
+}
+
+/// Property 2 on one layout's bytes `raw`.
+fn encoded_as(raw: &[u8], version: Version, expires: Option<u64>, ttl: u64, json: &str) {
     let md = Metadata::from_json(json).ok();
-    let raw = record::encode(version, created, ttl, "", json);
-    let back = record::decode(KEY, &raw);
+    let back = record::decode(KEY, raw);
     match (md, &back) {
         (Some(md), Ok((h, m))) => {
-            assert_eq!((h.version, h.ttl_ms, m), (version, ttl, &md));
+            assert_eq!(
+                (h.version, h.ttl_ms, h.expires_ms, m),
+                (version, ttl, expires, &md)
+            );
             assert_eq!(
                 record::decode_header(KEY, &raw[..raw.len().min(record::HEADER_MAX)]).unwrap(),
                 *h

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod changes;
+mod clock;
 mod config;
 mod connection;
 mod error;

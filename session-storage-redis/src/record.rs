@@ -2,43 +2,72 @@
 //! followed by the metadata JSON.
 //!
 //! ```text
+//! s3 <expires> <version> <created> <ttl>\n<recent writes>\n<metadata JSON>
 //! s2 <version> <created> <ttl>\n<recent writes>\n<metadata JSON>
 //! s1 <version> <created> <ttl>\n<metadata JSON>
 //! ```
 //!
-//! - `s2 ` names the layout (format 2, what every script writes); `s1 `
-//!   (format 1, written by earlier releases, without the write list) is
-//!   still read, and becomes `s2` on its next update. A string with
-//!   neither was not written by this store.
+//! - `s3 ` names the layout (format 3, what every script writes); `s2 `
+//!   (format 2, no deadline in the header) and `s1 ` (format 1, without the
+//!   write list either), written by earlier releases, are still read and
+//!   become `s3` on their next write: an update, a touch, or any `load`
+//!   (which always runs the touch script for them). A string with none of
+//!   the three tags was not written by this store.
+//! - `expires` (`s3` only): exactly 13 decimal digits, zero-padded, at the
+//!   fixed offset [`EXPIRES_AT`]: a deadline in ms on the server's clock,
+//!   never later than the key's own expiry (so `touch` rewrites it in place
+//!   with `SETRANGE key 3`). Where the writing script read `TIME` (`create`;
+//!   `update` and `touch` with `max_lifetime`; a migration from `s2`, `s1`
+//!   or a hash; or when the client sent no clock estimate) it is exactly
+//!   the deadline the script gave the key with `PXAT`/`PEXPIREAT`.
+//!   Otherwise (`update` and the in-place `touch` without `max_lifetime`)
+//!   it is the writing client's lower bound of the server's clock
+//!   ([`crate::clock::ServerClock::server_now_low_ms`]) plus the ttl, while
+//!   the key gets `PX`/`PEXPIRE ttl` when the script runs, later: so `e`
+//!   is at or a little before (about half a round trip on a local network)
+//!   the key's real expiry, never after it. `load` decides its slide from
+//!   it and an estimate of the server's clock ([`crate::clock`]): an early
+//!   `e` can only make it slide early, never late; the key's own expiry
+//!   stays the truth (a key the server expired is never read).
 //! - `version`: the record's version, 1..=2^53-1 in plain decimal digits
 //!   (the rule of [`Version::from_stored_text`]).
 //! - `created`: the server's clock (`TIME`) in ms when the record was
 //!   created, 1 to 15 digits: the base of the `max_lifetime` cap.
 //! - `ttl`: the record's own sliding TTL in ms, 1 to 15 digits, no leading
 //!   zero (a placeholder created with a shorter TTL slides by it).
-//! - one `\n`; in `s2`, then the record's last applied writes, newest
-//!   first, each `<write id>:<16-digit version>`, separated by spaces, at
-//!   most [`write_log::MAX_LEN`] bytes (see
+//! - one `\n`; in `s3` and `s2`, then the record's last applied writes,
+//!   newest first, each `<write id>:<16-digit version>`, separated by
+//!   spaces, at most [`write_log::MAX_LEN`] bytes (see
 //!   [`session_core::write_log`]), empty for a record no write id has
 //!   written, and another `\n`;
 //! - then the metadata JSON exactly as written.
 //!
 //! The header is at most [`HEADER_MAX`] bytes, so `version` reads it with
-//! one `GETRANGE key 0 63` and never transfers the metadata; `load` reads
-//! the whole string with `GET` (and `PTTL` for the slide decision). The
-//! key's expiry is the record's expiry, on the server's clock. The Lua
-//! scripts (`lua/*.lua`) parse and check the header with the same rules.
+//! one `GETRANGE key 0 79` and never transfers the metadata; `load` reads
+//! the whole string with one `GET` (pipelined with `TIME` about once every
+//! 10 s per store, to refresh the clock estimate). The key's expiry is the
+//! record's expiry, on the server's clock. The Lua scripts (`lua/*.lua`)
+//! parse and check the header with the same rules.
 
 use session_core::{CorruptRecord, Error, Metadata, MetadataError, Result, Version, write_log};
 
 /// The layout tag of the records every script writes.
-pub(crate) const MAGIC: &[u8] = b"s2 ";
+pub(crate) const MAGIC: &[u8] = b"s3 ";
+/// The layout tag of records written by the previous release (no
+/// deadline in the header).
+pub(crate) const MAGIC_V2: &[u8] = b"s2 ";
 /// The layout tag of records written by earlier releases (no write list).
 pub(crate) const MAGIC_V1: &[u8] = b"s1 ";
 
-/// The longest header, `\n` included (`s1 ` + 16 + 1 + 15 + 1 + 15 + 1 =
-/// 52, rounded up): what `version` reads with `GETRANGE key 0 63`.
-pub(crate) const HEADER_MAX: usize = 64;
+/// Where the 13 digits of an `s3` record's deadline start (`SETRANGE key 3`).
+pub(crate) const EXPIRES_AT: usize = 3;
+/// The width of an `s3` record's deadline: ms since the epoch, zero-padded
+/// (13 digits last until the year 2286).
+pub(crate) const EXPIRES_LEN: usize = 13;
+
+/// The longest header, `\n` included (`s3 ` + 13 + 1 + 16 + 1 + 15 + 1 +
+/// 15 + 1 = 66, rounded up): what `version` reads with `GETRANGE key 0 79`.
+pub(crate) const HEADER_MAX: usize = 80;
 
 /// A checked record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +79,10 @@ pub(crate) struct Header {
     /// The length of the header line, `\n` included: the write list (in
     /// `s2`) or the metadata (in `s1`) starts here.
     pub len: usize,
-    /// Whether the record has the `s2` layout (a write list line).
+    /// Whether the record has a write list line (`s3` and `s2`).
     pub has_writes: bool,
+    /// The deadline in the header (`s3` only): ms on the server's clock.
+    pub expires_ms: Option<u64>,
 }
 
 /// The lossy text of a bad field, for an error (at most 64 characters).
@@ -97,20 +128,37 @@ pub(crate) fn decode_logged_version(key: &str, raw: &[u8]) -> Result<Version> {
 /// Checks the header at the start of `raw` (a whole record, or its first
 /// [`HEADER_MAX`] bytes). The errors name the first broken part, in the
 /// order the scripts check them: the layout tag and the end of the header
-/// (wrong type), then `v`, `c`, `t`.
+/// (wrong type), then `e` (in `s3`), `v`, `c`, `t`.
 pub(crate) fn decode_header(key: &str, raw: &[u8]) -> Result<Header> {
     let wrong = |what: &str| Error::corrupt(key, CorruptRecord::WrongType(what.to_owned()));
     let missing = |field: &'static str| Error::corrupt(key, CorruptRecord::MissingField(field));
-    let has_writes = raw.starts_with(MAGIC);
+    let v3 = raw.starts_with(MAGIC);
+    let has_writes = v3 || raw.starts_with(MAGIC_V2);
     if !has_writes && !raw.starts_with(MAGIC_V1) {
-        return Err(wrong("string without the s2 or s1 record header"));
+        return Err(wrong("string without the s3, s2 or s1 record header"));
     }
     let window = &raw[..raw.len().min(HEADER_MAX)];
     let end = window
         .iter()
         .position(|&b| b == b'\n')
         .ok_or_else(|| wrong("record header without its end"))?;
-    let mut fields = window[MAGIC.len()..end].splitn(3, |&b| b == b' ');
+    let mut start = MAGIC.len();
+    let mut expires_ms = None;
+    if v3 {
+        // Exactly 13 digits and one space, at a fixed offset.
+        let digits_end = EXPIRES_AT + EXPIRES_LEN;
+        let e = window.get(EXPIRES_AT..digits_end).unwrap_or_default();
+        if end <= digits_end
+            || window[digits_end] != b' '
+            || e.len() != EXPIRES_LEN
+            || !e.iter().all(u8::is_ascii_digit)
+        {
+            return Err(missing("e"));
+        }
+        expires_ms = Some(digits(e));
+        start = digits_end + 1;
+    }
+    let mut fields = window[start..end].splitn(3, |&b| b == b' ');
     let v = fields.next().unwrap_or_default();
     let c = fields.next().unwrap_or_default();
     let t = fields.next().unwrap_or_default();
@@ -129,6 +177,7 @@ pub(crate) fn decode_header(key: &str, raw: &[u8]) -> Result<Header> {
         ttl_ms: digits(t),
         len: end + 1,
         has_writes,
+        expires_ms,
     })
 }
 
@@ -140,7 +189,7 @@ pub(crate) fn decode_metadata(key: &str, raw: &[u8]) -> Result<Metadata> {
     Metadata::from_json(text).map_err(invalid)
 }
 
-/// Where the metadata starts in an `s2` record whose header line ends at
+/// Where the metadata starts in an `s3` or `s2` record whose header line ends at
 /// `from`: after the write list line, which must end within
 /// [`write_log::MAX_LEN`] bytes (the update script reads no further).
 /// Its content is not checked here: the scripts and lookups read only
@@ -167,9 +216,31 @@ pub(crate) fn decode(key: &str, raw: &[u8]) -> Result<(Header, Metadata)> {
     Ok((header, metadata))
 }
 
-/// Encodes a record (the scripts build the same bytes on the server).
+/// Encodes an `s3` record (the scripts build the same bytes on the
+/// server). `expires_ms` must be below 10^13.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode(
+    expires_ms: u64,
+    version: Version,
+    created_ms: u64,
+    ttl_ms: u64,
+    writes: &str,
+    metadata_json: &str,
+) -> Vec<u8> {
+    debug_assert!(expires_ms < 10_000_000_000_000);
+    let mut out = format!(
+        "s3 {expires_ms:013} {} {created_ms} {ttl_ms}\n{writes}\n",
+        version.get()
+    )
+    .into_bytes();
+    out.extend_from_slice(metadata_json.as_bytes());
+    out
+}
+
+/// Encodes an `s2` record, the layout of the previous release (tests and
+/// the fuzz properties: a reader must still take it).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn encode_v2(
     version: Version,
     created_ms: u64,
     ttl_ms: u64,
@@ -197,24 +268,49 @@ mod tests {
 
     #[test]
     fn round_trips_and_reads_the_header_alone() {
-        let raw = encode(Version::new(3), 17, 600_000, "", r#"{"a":"b"}"#);
-        assert_eq!(raw, b"s2 3 17 600000\n\n{\"a\":\"b\"}");
+        let raw = encode(
+            1_764_300_600_000,
+            Version::new(3),
+            17,
+            600_000,
+            "",
+            r#"{"a":"b"}"#,
+        );
+        assert_eq!(raw, b"s3 1764300600000 3 17 600000\n\n{\"a\":\"b\"}");
         let (h, m) = decode("k", &raw).unwrap();
-        assert_eq!((h.version, h.ttl_ms, h.len), (Version::new(3), 600_000, 15));
+        assert_eq!((h.version, h.ttl_ms, h.len), (Version::new(3), 600_000, 29));
+        assert_eq!(h.expires_ms, Some(1_764_300_600_000));
         assert_eq!(m, Metadata::new().with("a", "b").unwrap());
-        // Format 1 (no write list) is still read.
+        // The deadline is zero-padded at its fixed offset.
+        let raw = encode(42, Version::new(3), 17, 600_000, "", "{}");
+        assert_eq!(&raw[EXPIRES_AT..EXPIRES_AT + EXPIRES_LEN], b"0000000000042");
+        assert_eq!(decode("k", &raw).unwrap().0.expires_ms, Some(42));
+        // Format 2 (no deadline) and format 1 (no write list either) are
+        // still read.
+        let raw = encode_v2(Version::new(3), 17, 600_000, "", r#"{"a":"b"}"#);
+        assert_eq!(raw, b"s2 3 17 600000\n\n{\"a\":\"b\"}");
+        let (h, m2) = decode("k", &raw).unwrap();
+        assert_eq!(
+            (h.version, h.has_writes, h.expires_ms, h.len),
+            (Version::new(3), true, None, 15)
+        );
+        assert_eq!(m2, m);
         let (h, m1) = decode("k", b"s1 3 17 600000\n{\"a\":\"b\"}").unwrap();
-        assert_eq!((h.version, h.has_writes, m1), (Version::new(3), false, m));
+        assert_eq!(
+            (h.version, h.has_writes, h.expires_ms, m1),
+            (Version::new(3), false, None, m)
+        );
         // A full write list.
         let w = session_core::WriteId::generate();
         let mut log = String::new();
         for v in 1..=5 {
             log = write_log::push(&log, &w.log_entry(Version::new(v)));
         }
-        let raw = encode(Version::new(5), 17, 600_000, &log, "{}");
+        let raw = encode(1, Version::new(5), 17, 600_000, &log, "{}");
         assert_eq!(decode("k", &raw).unwrap().1, Metadata::new());
-        // What GETRANGE 0 63 returns of a longer record is enough.
+        // What GETRANGE 0 79 returns of a longer record is enough.
         let big = encode(
+            9_999_999_999_999,
             Version::MAX,
             999_999_999_999_999,
             999_999_999_999_999,
@@ -274,8 +370,37 @@ mod tests {
             let r = reason(decode("k", raw));
             assert!(check(&r), "{:?}: {r:?}", String::from_utf8_lossy(raw));
         }
+        // s3: the deadline must be exactly 13 digits then a space.
+        for bad in [
+            &b"s3 176430060000 1 1 5\n\n{}"[..],
+            b"s3 17643006000001 1 1 5\n\n{}",
+            b"s3 176430060000x 1 1 5\n\n{}",
+            b"s3 +764300600000 1 1 5\n\n{}",
+            b"s3 1764300600000\n\n{}",
+            b"s3 \n\n{}",
+        ] {
+            let r = reason(decode("k", bad));
+            assert!(
+                matches!(r, CorruptRecord::MissingField("e")),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // ... and the fields after it are checked as in s2.
+        assert!(matches!(
+            reason(decode("k", b"s3 1764300600000 0 1 5\n\n{}")),
+            CorruptRecord::InvalidVersion(v) if v == "0"
+        ));
+        assert!(matches!(
+            reason(decode("k", b"s3 1764300600000 1 1 0\n\n{}")),
+            CorruptRecord::MissingField("t")
+        ));
+        assert!(matches!(
+            reason(decode("k", b"s3 1764300600000 1 1 5\n{}")),
+            CorruptRecord::MissingField("w")
+        ));
         // A header that does not end within HEADER_MAX bytes.
-        let long = format!("s1 1 1 {}\n{{}}", "1".repeat(70));
+        let long = format!("s1 1 1 {}\n{{}}", "1".repeat(90));
         assert!(matches!(
             reason(decode("k", long.as_bytes())),
             CorruptRecord::WrongType(_)
@@ -301,15 +426,17 @@ mod tests {
         /// `HEADER_MAX` bytes alone (what `version` reads).
         #[test]
         fn header_round_trips(
+            expires in 0..10_000_000_000_000u64,
             version in 1..=Version::MAX.get(),
             created in 0..=999_999_999_999_999u64,
             ttl in 1..=999_999_999_999_999u64,
             map in proptest::collection::btree_map("[a-z.]{1,12}", "\\PC{0,20}", 0..6),
         ) {
             let md = Metadata::from_map(map).unwrap();
-            let raw = encode(Version::new(version), created, ttl, "", md.json());
+            let raw = encode(expires, Version::new(version), created, ttl, "", md.json());
             let (h, m) = decode("k", &raw).unwrap();
             proptest::prop_assert_eq!((h.version.get(), h.ttl_ms, &m), (version, ttl, &md));
+            proptest::prop_assert_eq!(h.expires_ms, Some(expires));
             let head = decode_header("k", &raw[..raw.len().min(HEADER_MAX)]).unwrap();
             proptest::prop_assert_eq!(head, h);
             // An empty write-id line sits between the header and the metadata.
@@ -323,10 +450,15 @@ mod tests {
         fn a_changed_header_byte_is_refused_or_harmless(
             version in 1..=Version::MAX.get(),
             ttl in 1..=999_999u64,
-            at in 0usize..40,
+            at in 0usize..60,
             byte in proptest::prelude::any::<u8>(),
+            v2 in proptest::prelude::any::<bool>(),
         ) {
-            let mut raw = encode(Version::new(version), 17, ttl, "", "{}");
+            let mut raw = if v2 {
+                encode_v2(Version::new(version), 17, ttl, "", "{}")
+            } else {
+                encode(1_764_300_600_000, Version::new(version), 17, ttl, "", "{}")
+            };
             let at = at % raw.len();
             raw[at] = byte;
             match decode("k", &raw) {

@@ -1,7 +1,7 @@
 //! [`RedisStore`]: the [`SessionStore`] implementation.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::{Client, RedisError};
@@ -11,6 +11,7 @@ use session_core::{
 };
 
 use crate::changes::{AbortOnDrop, Subscriber, SubscriberAddr};
+use crate::clock::{self, ServerClock};
 use crate::config::RedisConfig;
 use crate::connection::{self, Conn};
 use crate::error::{UnexpectedReply, map_redis};
@@ -23,10 +24,11 @@ use crate::scripts::{SCRIPTS, invoke};
 /// A [`SessionStore`] on Redis (standalone, or Cluster with feature
 /// `cluster`): one string per session at `prefix + id` (a short header,
 /// then the metadata JSON: see the crate README), every mutation one Lua
-/// script, `load` two pipelined reads (plus the `touch` script once per
-/// slide window, [`RedisConfig::slide_fraction`]), `touch` the same reads
-/// (so a corrupt record is reported, never slid) then its script, expiry
-/// on the server's clock, changes over pub/sub.
+/// script, `load` one `GET` (plus the `touch` script once per slide
+/// window, [`RedisConfig::slide_fraction`], decided from the deadline in
+/// the record's header and an estimate of the server's clock), `touch` the
+/// same read (so a corrupt record is reported, never slid) then its
+/// script, expiry on the server's clock, changes over pub/sub.
 ///
 /// Clones are cheap handles on the same connection and change stream. The
 /// change subscriber (its own connection) starts on the first call to
@@ -54,6 +56,7 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     subscriber: Mutex<Option<AbortOnDrop>>,
     subscriber_addr: SubscriberAddr,
+    clock: ServerClock,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -85,6 +88,7 @@ impl RedisStore {
                 runtime: tokio::runtime::Handle::current(),
                 subscriber: Mutex::new(None),
                 subscriber_addr: SubscriberAddr::default(),
+                clock: ServerClock::new(),
                 config,
             }),
         })
@@ -123,46 +127,60 @@ impl RedisStore {
         self.inner.conn.clone()
     }
 
-    /// What `load`, `peek` and `touch` read: one pipelined round trip of
-    /// two reads (no script, nothing written), `GET` of the record string
-    /// and then the remaining TTL on the server's clock, checked by
-    /// [`record::decode`]. A legacy hash (`WRONGTYPE` to the `GET`) is read
-    /// with a second round trip ([`Self::read_legacy`]).
-    async fn read(&self, key: &str) -> Result<Option<Read>> {
-        // `ignore_errors`: each reply separately, so a `WRONGTYPE` from
-        // `GET` stays a server error (legacy or corrupt), not a pipeline
-        // failure.
-        let (value, pttl): (redis::RedisResult<Option<Vec<u8>>>, redis::RedisResult<i64>) =
-            redis::pipe()
-                .ignore_errors()
-                .cmd("GET")
-                .arg(key)
-                .cmd("PTTL")
-                .arg(key)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(self.err(key))?;
+    /// What `load`, `peek` and `touch` read: one `GET` of the record
+    /// string (no script, nothing written), checked by [`record::decode`].
+    /// With `refresh_clock` (a `load`) and the server-clock estimate due
+    /// for a refresh ([`ServerClock::claim`]), `TIME` is pipelined with
+    /// the `GET` (the same round trip). A legacy hash (`WRONGTYPE` to the
+    /// `GET`) is read with a second round trip ([`Self::read_legacy`]).
+    async fn read(&self, key: &str, refresh_clock: bool) -> Result<Option<Read>> {
+        let claim = if refresh_clock {
+            self.inner.clock.claim(Instant::now())
+        } else {
+            None
+        };
+        let value: Value = match claim {
+            None => {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut self.conn())
+                    .await
+            }
+            Some(claim) => {
+                // `ignore_errors`: each reply separately, so a `WRONGTYPE`
+                // from `GET` stays a server error (legacy or corrupt), not
+                // a pipeline failure.
+                let sent = Instant::now();
+                let (value, time): (Value, redis::RedisResult<(u64, u64)>) = redis::pipe()
+                    .ignore_errors()
+                    .cmd("GET")
+                    .arg(key)
+                    .cmd("TIME")
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(self.err(key))?;
+                if let Ok(time) = time {
+                    claim.record(sent, Instant::now(), clock::time_us(time));
+                }
+                value
+            }
+        };
         let value = match value {
             Ok(value) => value,
             Err(e) if is_wrong_type(&e) => return self.read_legacy(key).await,
             Err(e) => return Err(self.err(key)(e)),
         };
-        let pttl = pttl.map_err(self.err(key))?;
-        // Absent, or expired between the two reads.
         let Some(value) = value else {
             return Ok(None);
         };
         let (header, metadata) = record::decode(key, &value)?;
-        if !live_by_pttl(key, pttl)? {
-            return Ok(None);
-        }
         Ok(Some(Read {
             record: Record {
                 version: header.version,
                 metadata,
             },
             ttl_ms: header.ttl_ms,
-            pttl,
+            due: header.expires_ms.map_or(Due::Migrate, Due::At),
         }))
     }
 
@@ -194,7 +212,7 @@ impl RedisStore {
         Ok(Some(Read {
             record,
             ttl_ms,
-            pttl,
+            due: Due::Pttl(pttl),
         }))
     }
 
@@ -253,17 +271,49 @@ impl RedisStore {
         Ok((pttl != -2).then_some(version))
     }
 
+    /// What `update` and `touch` send their script as the server's clock
+    /// now: the earliest it can read ([`ServerClock::server_now_low_ms`]),
+    /// so the header deadline the script derives from it is never later
+    /// than the key's real expiry; `0` (the script reads `TIME`) with
+    /// `max_lifetime` (the script needs the exact clock for the cap), or
+    /// when there is no fresh estimate and another caller is refreshing
+    /// it or the refresh failed. Without a fresh estimate this caller
+    /// refreshes it first: one `TIME` round trip, about once every
+    /// [`clock::REFRESH_AFTER`] per store.
+    async fn server_now_low(&self) -> u64 {
+        if self.inner.max_ms != 0 {
+            return 0;
+        }
+        let clock = &self.inner.clock;
+        if let Some(ms) = clock.server_now_low_ms(Instant::now()) {
+            return ms;
+        }
+        let Some(claim) = clock.claim(Instant::now()) else {
+            return 0;
+        };
+        let sent = Instant::now();
+        let time: redis::RedisResult<(u64, u64)> =
+            redis::cmd("TIME").query_async(&mut self.conn()).await;
+        let Ok(time) = time else {
+            return 0;
+        };
+        claim.record(sent, Instant::now(), clock::time_us(time));
+        clock.server_now_low_ms(Instant::now()).unwrap_or(0)
+    }
+
     /// Runs the `touch` script: `true` if it slid the record, `false` if
     /// the record was gone or past its capped deadline (then deleted, and
     /// the delete published).
     async fn slide(&self, key: &str, id: &SessionId) -> Result<bool> {
+        let now_low = self.server_now_low().await;
         let live: i64 = invoke(
             SCRIPTS
                 .touch
                 .key(key)
                 .arg(self.inner.max_ms)
                 .arg(self.inner.prefix.channel())
-                .arg(id.as_str()),
+                .arg(id.as_str())
+                .arg(now_low),
             &mut self.conn(),
         )
         .await
@@ -279,6 +329,9 @@ impl RedisStore {
     }
 }
 
+/// A `GET` reply of a record string (or the error, e.g. `WRONGTYPE`).
+type Value = redis::RedisResult<Option<Vec<u8>>>;
+
 /// Whether the server refused a command for the key's type.
 fn is_wrong_type(e: &RedisError) -> bool {
     e.code() == Some("WRONGTYPE")
@@ -289,8 +342,20 @@ struct Read {
     record: Record,
     /// The record's own sliding TTL (`t`), ms.
     ttl_ms: u64,
-    /// The key's remaining TTL (`PTTL`), ms.
-    pttl: i64,
+    /// What the slide decision goes by.
+    due: Due,
+}
+
+/// What decides whether a `load` slides a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// An `s3` record: the deadline in its header, ms on the server's clock.
+    At(u64),
+    /// An `s2` or `s1` record: always slid (the touch script rewrites it as
+    /// `s3`: migrate on touch).
+    Migrate,
+    /// A legacy hash: its `PTTL`, read with it.
+    Pttl(i64),
 }
 
 /// What the key's `PTTL` says about a record whose fields were read:
@@ -308,10 +373,27 @@ fn live_by_pttl(key: &str, pttl: i64) -> Result<bool> {
 }
 
 /// Whether a load should slide: more than `fraction` of the record's own
-/// TTL has passed since its last slide (`pttl < t - t * fraction`), or the
-/// throttle is off (`fraction` 0.0).
-fn needs_slide(ttl_ms: u64, pttl: i64, fraction: f64) -> bool {
-    fraction <= 0.0 || (pttl as f64) < ttl_ms as f64 * (1.0 - fraction)
+/// TTL has passed since its last slide (`remaining < t - t * fraction`,
+/// `remaining` the ms left until its expiry), or the throttle is off
+/// (`fraction` 0.0).
+fn needs_slide(ttl_ms: u64, remaining_ms: i64, fraction: f64) -> bool {
+    fraction <= 0.0 || (remaining_ms as f64) < ttl_ms as f64 * (1.0 - fraction)
+}
+
+/// The slide decision of a `load` that read `read` when the server's
+/// clock read at most `server_now_ms` (`None`: no estimate yet, so slide:
+/// the touch script decides on the server's clock).
+fn load_slides(read: &Read, server_now_ms: Option<u64>, fraction: f64) -> bool {
+    match read.due {
+        Due::At(expires_ms) => server_now_ms.is_none_or(|now| {
+            let remaining = i64::try_from(expires_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(now).unwrap_or(i64::MAX));
+            needs_slide(read.ttl_ms, remaining, fraction)
+        }),
+        Due::Migrate => true,
+        Due::Pttl(pttl) => needs_slide(read.ttl_ms, pttl, fraction),
+    }
 }
 
 #[async_trait]
@@ -344,15 +426,19 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         let key = self.key(id);
-        let Some(read) = self.read(&key).await? else {
+        let Some(read) = self.read(&key, true).await? else {
             return Ok(None);
         };
-        // The slide window has passed: the touch script re-reads and
-        // re-checks the record and slides it by its own `t` on the
-        // server's clock, capped at `c + max_lifetime`. If the key went
-        // away in between, or the capped deadline has passed (the script
-        // then deletes it), the record is reported absent.
-        if needs_slide(read.ttl_ms, read.pttl, self.inner.slide_fraction)
+        // The slide window has passed (by the header's deadline and the
+        // latest the server's clock can read), or the record is in an
+        // earlier layout: the touch script re-reads and re-checks the
+        // record and slides it by its own `t` on the server's clock,
+        // capped at `c + max_lifetime` (rewriting an earlier layout as
+        // s3). If the key went away in between, or the capped deadline has
+        // passed (the script then deletes it), the record is reported
+        // absent.
+        let server_now = self.inner.clock.now_ms(Instant::now());
+        if load_slides(&read, server_now, self.inner.slide_fraction)
             && !self.slide(&key, id).await?
         {
             return Ok(None);
@@ -363,14 +449,13 @@ impl SessionStore for RedisStore {
     async fn peek(&self, id: &SessionId) -> Result<Option<Record>> {
         // `load`'s read and checks, never its slide.
         let key = self.key(id);
-        Ok(self.read(&key).await?.map(|read| read.record))
+        Ok(self.read(&key, false).await?.map(|read| read.record))
     }
 
     async fn version(&self, id: &SessionId) -> Result<Option<Version>> {
         // One read of the header alone: no script, no slide, no metadata
-        // transfer; `v`, `c` and `t` checked as every other operation
-        // checks them. (The key's expiry is not read: `load`, `peek` and
-        // `touch` report a record without one.)
+        // transfer; `e`, `v`, `c` and `t` checked as every other operation
+        // checks them. (The key's expiry is not read.)
         let key = self.key(id);
         let header: redis::RedisResult<Vec<u8>> = redis::cmd("GETRANGE")
             .arg(&key)
@@ -397,6 +482,7 @@ impl SessionStore for RedisStore {
         // The version after `expected`, computed here so the script does
         // no arithmetic; unused (the script answers 3) at Version::MAX.
         let next = expected.checked_next().unwrap_or(Version::MAX);
+        let now_low = self.server_now_low().await;
         let reply: redis::Value = invoke(
             SCRIPTS
                 .update
@@ -408,7 +494,8 @@ impl SessionStore for RedisStore {
                 .arg(self.inner.max_ms)
                 .arg(self.inner.prefix.channel())
                 .arg(id.as_str())
-                .arg(write.log_entry(next)),
+                .arg(write.log_entry(next))
+                .arg(now_low),
             &mut self.conn(),
         )
         .await
@@ -436,7 +523,7 @@ impl SessionStore for RedisStore {
         // record is reported and never slid; then the script, which
         // re-checks `v`, `c`, `t` and slides.
         let key = self.key(id);
-        if self.read(&key).await?.is_none() {
+        if self.read(&key, false).await?.is_none() {
             return Ok(false);
         }
         self.slide(&key, id).await
@@ -571,14 +658,47 @@ mod tests {
 
     #[test]
     fn slides_once_the_window_has_passed() {
-        // t = 1000 ms, fraction 0.1: slide once the PTTL is below 900 ms.
+        // t = 1000 ms, fraction 0.1: slide once less than 900 ms remain.
         assert!(!needs_slide(1000, 1000, 0.1));
         assert!(!needs_slide(1000, 900, 0.1));
         assert!(needs_slide(1000, 899, 0.1));
         assert!(needs_slide(1000, 1, 0.1));
-        // 0.0 slides on every load; 1.0 never (a live key's PTTL is >= 0).
+        // 0.0 slides on every load; 1.0 only once the deadline has passed.
         assert!(needs_slide(1000, 1000, 0.0));
         assert!(needs_slide(1000, 5000, 0.0));
         assert!(!needs_slide(1000, 0, 1.0));
+        assert!(needs_slide(1000, -1, 1.0));
+    }
+
+    fn read(due: Due) -> Read {
+        Read {
+            record: Record {
+                version: Version::INITIAL,
+                metadata: Metadata::new(),
+            },
+            ttl_ms: 1000,
+            due,
+        }
+    }
+
+    #[test]
+    fn a_load_slides_by_the_header_deadline() {
+        let now = 1_764_300_000_000;
+        // 950 ms left of t = 1000 at fraction 0.1: inside the window.
+        assert!(!load_slides(&read(Due::At(now + 950)), Some(now), 0.1));
+        assert!(!load_slides(&read(Due::At(now + 900)), Some(now), 0.1));
+        assert!(load_slides(&read(Due::At(now + 899)), Some(now), 0.1));
+        // A deadline already passed (by the estimate): the script decides.
+        assert!(load_slides(&read(Due::At(now - 5)), Some(now), 0.1));
+        // No estimate yet: slide (the script decides on the server clock).
+        assert!(load_slides(&read(Due::At(now + 950)), None, 0.1));
+        // Earlier layouts always go through the touch script.
+        assert!(load_slides(&read(Due::Migrate), Some(now), 0.1));
+        assert!(load_slides(&read(Due::Migrate), Some(now), 1.0));
+        // A legacy hash by its PTTL.
+        assert!(!load_slides(&read(Due::Pttl(950)), Some(now), 0.1));
+        assert!(load_slides(&read(Due::Pttl(899)), None, 0.1));
+        // Fraction 0.0: always.
+        assert!(load_slides(&read(Due::At(now + 5000)), Some(now), 0.0));
     }
 }

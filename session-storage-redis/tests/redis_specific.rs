@@ -9,7 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, Raw, RedisHarness, plant, plant_legacy, plant_legacy_corrupt, raw_dump};
+use common::{
+    Backend, Layout, Raw, RedisHarness, plant, plant_in, plant_legacy, plant_legacy_corrupt,
+    raw_dump, record_bytes,
+};
 use session_core::testing::{Corruption, Harness};
 use session_core::{
     Change, ChangeStream, ConfigError, CorruptRecord, Cursor, Error, InvalidInput, Metadata,
@@ -86,8 +89,10 @@ async fn corrupt_case<B: Backend>(
     kind: Corruption,
     check: fn(&CorruptRecord) -> bool,
 ) {
-    let planters: [Planter; 2] = [
+    let planters: [Planter; 4] = [
         |raw, key, kind| Box::pin(plant(raw, key, kind)),
+        |raw, key, kind| Box::pin(plant_in(raw, key, kind, Layout::S2)),
+        |raw, key, kind| Box::pin(plant_in(raw, key, kind, Layout::S1)),
         |raw, key, kind| Box::pin(plant_legacy_corrupt(raw, key, kind)),
     ];
     for planter in planters {
@@ -309,6 +314,59 @@ async fn non_utf8_version_does_not_poison_the_connection<B: Backend>(h: Arc<Redi
     assert!(total > 0, "no load ran");
 }
 
+/// An `s3` record whose deadline is not 13 digits and a space is corrupt
+/// (missing `e`) for every operation: the client's decode (`load`, `peek`,
+/// `touch`, `version`) and the scripts' header check (`update`) agree;
+/// nothing writes over it.
+async fn corrupt_s3_deadline<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    for value in [
+        &b"s3 12345 1 1 600000\n\n{}"[..],
+        b"s3 176430060000x 1 1 600000\n\n{}",
+        b"s3 17643006000000 1 1 600000\n\n{}",
+        b"s3 1764300600000\n\n{}",
+    ] {
+        let id = SessionId::generate();
+        let key = s.key(&id);
+        let _: () = h
+            .raw
+            .q(redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(600_000))
+            .await
+            .unwrap();
+        let before = raw_dump(&h.raw, &key).await;
+        for (what, r) in [
+            ("load", s.load(&id).await.map(|_| ())),
+            ("peek", s.peek(&id).await.map(|_| ())),
+            ("version", s.version(&id).await.map(|_| ())),
+            ("touch", s.touch(&id).await.map(|_| ())),
+            (
+                "update",
+                s.update(&id, Version::INITIAL, &md("x", "y"))
+                    .await
+                    .map(|_| ()),
+            ),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Corrupt {
+                        source: CorruptRecord::MissingField("e"),
+                        ..
+                    })
+                ),
+                "{what} of {:?}: {r:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        assert_eq!(raw_dump(&h.raw, &key).await, before);
+        assert!(s.delete(&id).await.unwrap());
+    }
+}
+
 /// A string someone else wrote at a session key (no `s1` header, or an
 /// empty string) is corrupt (wrong type) for every operation that reads
 /// it, `version` included; nothing writes over it, and delete removes it.
@@ -407,10 +465,11 @@ async fn legacy_hash_records_are_read_and_migrated_on_touch<B: Backend>(h: Arc<R
     );
     assert_eq!(key_type(&h, &key).await, "string");
     assert_eq!(
-        header(&h, &key).await,
-        ["s2", "5", "1700000000000", "600000"],
+        header(&h, &key).await[2..],
+        ["5", "1700000000000", "600000"],
         "the creation time is kept"
     );
+    assert_eq!(header(&h, &key).await[0], "s3");
     let rec = s.load(&id).await.unwrap().unwrap();
     assert_eq!((rec.version, rec.metadata), (Version::new(5), md("a", "2")));
 
@@ -421,11 +480,16 @@ async fn legacy_hash_records_are_read_and_migrated_on_touch<B: Backend>(h: Arc<R
     plant_legacy(&h.raw, &key, legacy(b"7"), 300_000).await;
     assert!(s.touch(&id).await.unwrap());
     assert_eq!(key_type(&h, &key).await, "string");
+    let fields = header(&h, &key).await;
     assert_eq!(
-        header(&h, &key).await,
-        ["s2", "7", "1700000000000", "600000"]
+        fields[..1].iter().chain(&fields[2..]).collect::<Vec<_>>(),
+        ["s3", "7", "1700000000000", "600000"]
     );
     assert!(pttl(&h, &key).await > 590_000, "touch did not slide");
+    assert_eq!(
+        fields[1].parse::<i64>().unwrap(),
+        pexpiretime(&h, &key).await
+    );
     let rec = s.load(&id).await.unwrap().unwrap();
     assert_eq!((rec.version, rec.metadata), (Version::new(7), md("a", "1")));
 
@@ -719,7 +783,7 @@ async fn prefix_isolation_every_method<B: Backend>(h: Arc<RedisHarness<B>>) {
 }
 
 /// The header of the record string at `key`, split at its spaces:
-/// `["s2", version, created, ttl]`.
+/// `["s3", deadline, version, created, ttl]`.
 async fn header<B: Backend>(h: &RedisHarness<B>, key: &str) -> Vec<String> {
     let value: Vec<u8> = h.raw.q(redis::cmd("GET").arg(key)).await.unwrap();
     let text = String::from_utf8(value).unwrap();
@@ -742,7 +806,12 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     let key = s.key(&id);
     let pttl: i64 = h.raw.q(redis::cmd("PTTL").arg(&key)).await.unwrap();
     assert!((1..=5000).contains(&pttl), "custom ttl: {pttl}");
-    assert_eq!(header(&h, &key).await[3], "5000");
+    assert_eq!(header(&h, &key).await[4], "5000");
+    // The header's deadline is the key's own expiry.
+    assert_eq!(
+        header(&h, &key).await[1].parse::<i64>().unwrap(),
+        pexpiretime(&h, &key).await
+    );
     let _ = s
         .update(&id, Version::INITIAL, &md("a", "c"))
         .await
@@ -753,8 +822,13 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
         "store ttl after update: {pttl}"
     );
     let fields = header(&h, &key).await;
-    assert_eq!((fields[0].as_str(), fields[1].as_str()), ("s2", "2"));
-    assert_eq!(fields[3], "60000");
+    assert_eq!((fields[0].as_str(), fields[2].as_str()), ("s3", "2"));
+    assert_eq!(fields[4], "60000");
+    assert_eq!(fields[1].len(), 13);
+    assert_eq!(
+        fields[1].parse::<i64>().unwrap(),
+        pexpiretime(&h, &key).await
+    );
     // version does not slide.
     let _: i64 = h
         .raw
@@ -765,7 +839,7 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
     let pttl: i64 = h.raw.q(redis::cmd("PTTL").arg(&key)).await.unwrap();
     assert!(pttl <= 30_000, "version slid: {pttl}");
     // load slides, capped at created + max_lifetime (90 s).
-    let c = header(&h, &key).await[2].clone();
+    let c = header(&h, &key).await[3].clone();
     s.load(&id).await.unwrap().unwrap();
     let at: i64 = h
         .raw
@@ -777,6 +851,94 @@ async fn expiry_fields_on_the_server<B: Backend>(h: Arc<RedisHarness<B>>) {
             at <= c.parse::<i64>().unwrap() + 90_000,
             "slide passed max_lifetime"
         );
+    }
+}
+
+/// A header deadline `e` written from the client's lower bound of the
+/// server's clock (no `max_lifetime`, an s3 record): never after the key's
+/// real expiry `at`, and close to it.
+fn assert_deadline_from_estimate(e: i64, at: i64) {
+    assert!(e <= at, "header deadline {e} after the key's expiry {at}");
+    assert!(at - e <= 50, "header deadline {e} too far before {at}");
+}
+
+/// The header deadline `e` and the key's `PEXPIRETIME`.
+async fn deadlines<B: Backend>(h: &RedisHarness<B>, key: &str) -> (i64, i64) {
+    let e = header(h, key).await[1].parse::<i64>().unwrap();
+    (e, pexpiretime(h, key).await)
+}
+
+/// Without max_lifetime, `update` and `touch` send their script the
+/// client's lower bound of the server's clock and the script writes `e`
+/// from it without `TIME`: `e` is never later than the key's real expiry
+/// (`PEXPIRETIME`) and close to it. With max_lifetime the script reads
+/// `TIME` and `e` is the key's expiry exactly.
+async fn header_deadline_never_passes_the_key_expiry<B: Backend>(h: Arc<RedisHarness<B>>) {
+    const TOLERANCE_MS: i64 = 50;
+    let s = h.store(long()).await;
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "0"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = s.key(&id);
+    let mut version = Version::INITIAL;
+    for i in 0..40 {
+        version = match s.update(&id, version, &md("a", &i.to_string())).await {
+            Ok(Update::Applied(v)) => v,
+            other => panic!("update {i}: {other:?}"),
+        };
+        let (e, at) = deadlines(&h, &key).await;
+        assert!(
+            e <= at,
+            "update {i}: header deadline {e} after the key's expiry {at}"
+        );
+        assert!(
+            at - e <= TOLERANCE_MS,
+            "update {i}: {e} too far before {at}"
+        );
+        // Moved off the key's expiry so the touch visibly rewrites both.
+        pexpire(&h, &key, 300_000).await;
+        assert!(s.touch(&id).await.unwrap());
+        let (e2, at2) = deadlines(&h, &key).await;
+        assert!(
+            e2 <= at2,
+            "touch {i}: header deadline {e2} after the key's expiry {at2}"
+        );
+        assert!(
+            at2 - e2 <= TOLERANCE_MS,
+            "touch {i}: {e2} too far before {at2}"
+        );
+        assert!(
+            at2 >= at,
+            "touch {i} slid by the record's ttl: {at2} < {at}"
+        );
+    }
+
+    // With max_lifetime: exact, for update and touch alike.
+    let capped = StoreConfig::new(Duration::from_secs(600))
+        .unwrap()
+        .with_max_lifetime(Duration::from_secs(3600))
+        .unwrap();
+    let s = h.store(capped).await;
+    let id = SessionId::generate();
+    s.create(&id, &md("a", "0"), Ttl::Default)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = s.key(&id);
+    let mut version = Version::INITIAL;
+    for i in 0..10 {
+        version = match s.update(&id, version, &md("a", &i.to_string())).await {
+            Ok(Update::Applied(v)) => v,
+            other => panic!("capped update {i}: {other:?}"),
+        };
+        let (e, at) = deadlines(&h, &key).await;
+        assert_eq!(e, at, "capped update {i}");
+        pexpire(&h, &key, 300_000).await;
+        assert!(s.touch(&id).await.unwrap());
+        let (e, at) = deadlines(&h, &key).await;
+        assert_eq!(e, at, "capped touch {i}");
     }
 }
 
@@ -806,9 +968,43 @@ async fn pexpire<B: Backend>(h: &RedisHarness<B>, key: &str, ms: i64) {
     assert_eq!(set, 1);
 }
 
+/// The key's absolute expiry, ms on the server's clock (`PEXPIRETIME`,
+/// Redis 7).
+async fn pexpiretime<B: Backend>(h: &RedisHarness<B>, key: &str) -> i64 {
+    h.raw.q(redis::cmd("PEXPIRETIME").arg(key)).await.unwrap()
+}
+
+/// The server's clock, ms.
+async fn server_ms<B: Backend>(h: &RedisHarness<B>) -> i64 {
+    let (s, us): (i64, i64) = h.raw.q(&redis::cmd("TIME")).await.unwrap();
+    s * 1000 + us / 1000
+}
+
+/// Sets an s3 record's header deadline to `header_at` (in place, as the
+/// touch script does) and the key's own expiry to `key_at` (ms on the
+/// server's clock): the two agree unless a test splits them.
+async fn set_deadline<B: Backend>(h: &RedisHarness<B>, key: &str, header_at: i64, key_at: i64) {
+    let _: i64 = h
+        .raw
+        .q(redis::cmd("SETRANGE")
+            .arg(key)
+            .arg(3)
+            .arg(format!("{header_at:013}")))
+        .await
+        .unwrap();
+    let set: i64 = h
+        .raw
+        .q(redis::cmd("PEXPIREAT").arg(key).arg(key_at))
+        .await
+        .unwrap();
+    assert_eq!(set, 1);
+    assert_eq!(header(h, key).await[1].parse::<i64>().unwrap(), header_at);
+}
+
 /// `load` slides only once more than `slide_fraction` of the record's TTL
-/// has passed since the last slide (the PTTL shows it); within the window
-/// it writes nothing.
+/// has passed since the last slide, judged by the deadline in the record's
+/// header (not the key's PTTL, which `load` no longer reads); within the
+/// window it writes nothing.
 async fn load_slide_is_throttled<B: Backend>(h: Arc<RedisHarness<B>>) {
     // TTL 600 s, default fraction 0.1: the window is 60 s.
     let s = h.store(long()).await;
@@ -820,26 +1016,54 @@ async fn load_slide_is_throttled<B: Backend>(h: Arc<RedisHarness<B>>) {
         .unwrap();
     let key = s.key(&id);
     // 40 s "elapsed": inside the window, so loads do not slide.
-    pexpire(&h, &key, 560_000).await;
-    let mut last = pttl(&h, &key).await;
+    let now = server_ms(&h).await;
+    set_deadline(&h, &key, now + 560_000, now + 560_000).await;
     for _ in 0..5 {
         assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, md("a", "1"));
-        let now = pttl(&h, &key).await;
-        assert!(now <= last, "load inside the window slid: {last} -> {now}");
-        last = now;
+        assert_eq!(
+            pexpiretime(&h, &key).await,
+            now + 560_000,
+            "load inside the window slid"
+        );
     }
-    assert!(last <= 560_000);
     // 70 s "elapsed": past the window, the next load slides to the full TTL.
-    pexpire(&h, &key, 530_000).await;
+    let now = server_ms(&h).await;
+    set_deadline(&h, &key, now + 530_000, now + 530_000).await;
     s.load(&id).await.unwrap().unwrap();
     let slid = pttl(&h, &key).await;
     assert!(slid > 590_000, "load past the window did not slide: {slid}");
+    let at = pexpiretime(&h, &key).await;
+    assert_deadline_from_estimate(header(&h, &key).await[1].parse::<i64>().unwrap(), at);
     // ... and the loads right after it do not slide again.
-    pexpire(&h, &key, 580_000).await;
+    let now = server_ms(&h).await;
+    set_deadline(&h, &key, now + 580_000, now + 580_000).await;
     s.load(&id).await.unwrap().unwrap();
-    assert!(
-        pttl(&h, &key).await <= 580_000,
+    assert_eq!(
+        pexpiretime(&h, &key).await,
+        now + 580_000,
         "slid again inside the window"
+    );
+
+    // The header decides, not the key's expiry: a near header deadline on
+    // a key that still has most of its TTL slides ...
+    let now = server_ms(&h).await;
+    set_deadline(&h, &key, now + 500_000, now + 599_000).await;
+    s.load(&id).await.unwrap().unwrap();
+    let at = pexpiretime(&h, &key).await;
+    assert!(
+        at > now + 599_000,
+        "a near header deadline did not slide: {}",
+        at - now
+    );
+    assert_deadline_from_estimate(header(&h, &key).await[1].parse::<i64>().unwrap(), at);
+    // ... and a far one on a key about to expire does not.
+    let now = server_ms(&h).await;
+    set_deadline(&h, &key, now + 595_000, now + 100_000).await;
+    s.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        pexpiretime(&h, &key).await,
+        now + 100_000,
+        "a far header deadline slid"
     );
 
     // A placeholder's shorter `t` decides its own window: TTL 10 s, window 1 s.
@@ -849,13 +1073,16 @@ async fn load_slide_is_throttled<B: Backend>(h: Arc<RedisHarness<B>>) {
         .unwrap()
         .unwrap();
     let pkey = s.key(&p);
-    pexpire(&h, &pkey, 9_500).await;
+    let now = server_ms(&h).await;
+    set_deadline(&h, &pkey, now + 9_500, now + 9_500).await;
     s.load(&p).await.unwrap().unwrap();
-    assert!(
-        pttl(&h, &pkey).await <= 9_500,
+    assert_eq!(
+        pexpiretime(&h, &pkey).await,
+        now + 9_500,
         "placeholder slid inside its window"
     );
-    pexpire(&h, &pkey, 8_500).await;
+    let now = server_ms(&h).await;
+    set_deadline(&h, &pkey, now + 8_500, now + 8_500).await;
     s.load(&p).await.unwrap().unwrap();
     let slid = pttl(&h, &pkey).await;
     assert!(
@@ -894,8 +1121,13 @@ async fn load_slides_after_the_window_in_real_time<B: Backend>(h: Arc<RedisHarne
     );
 }
 
-/// A key of ours without an expiry was not written by this store: `load`
-/// reports it corrupt and leaves it as it is.
+/// A key of ours without an expiry (`PERSIST` by hand) was not written by
+/// this store. `load` no longer reads the key's expiry: while the header's
+/// deadline lies ahead it returns the record, and its next slide repairs
+/// the key (the touch script sets the expiry again); once the deadline has
+/// passed (only a key without its expiry can still be read then), `load`
+/// and `touch` run the touch script, which finds no expiry and refuses it
+/// as corrupt, writing nothing.
 async fn load_of_a_key_without_expiry_is_corrupt<B: Backend>(h: Arc<RedisHarness<B>>) {
     let s = h.store(long()).await;
     let id = SessionId::generate();
@@ -904,18 +1136,184 @@ async fn load_of_a_key_without_expiry_is_corrupt<B: Backend>(h: Arc<RedisHarness
         .unwrap()
         .unwrap();
     let key = s.key(&id);
+
+    // Deadline ahead, inside the window: read as it is.
+    let _: i64 = h.raw.q(redis::cmd("PERSIST").arg(&key)).await.unwrap();
+    assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, md("a", "1"));
+    assert_eq!(pttl(&h, &key).await, -1);
+    // Deadline ahead, past the window: the slide repairs the expiry.
+    let now = server_ms(&h).await;
+    set_deadline(&h, &key, now + 100_000, now + 100_000).await;
+    let _: i64 = h.raw.q(redis::cmd("PERSIST").arg(&key)).await.unwrap();
+    assert_eq!(s.load(&id).await.unwrap().unwrap().metadata, md("a", "1"));
+    let at = pexpiretime(&h, &key).await;
+    assert!(
+        at > now + 590_000,
+        "the slide did not repair the expiry: {at}"
+    );
+    assert_deadline_from_estimate(header(&h, &key).await[1].parse::<i64>().unwrap(), at);
+
+    // Deadline passed: corrupt for load and touch, nothing written.
+    let now = server_ms(&h).await;
+    set_deadline(&h, &key, now - 1_000, now + 100_000).await;
     let _: i64 = h.raw.q(redis::cmd("PERSIST").arg(&key)).await.unwrap();
     let before = raw_dump(&h.raw, &key).await;
-    match s.load(&id).await {
-        Err(Error::Corrupt { key: k, source }) => {
-            assert_eq!(k, key);
-            assert!(matches!(source, CorruptRecord::WrongType(_)), "{source:?}");
+    for (what, r) in [
+        ("load", s.load(&id).await.map(|r| format!("{r:?}"))),
+        ("touch", s.touch(&id).await.map(|r| format!("{r:?}"))),
+    ] {
+        match r {
+            Err(Error::Corrupt { key: k, source }) => {
+                assert_eq!(k, key);
+                assert!(
+                    matches!(&source, CorruptRecord::WrongType(w) if w == "record without an expiry"),
+                    "{what}: {source:?}"
+                );
+            }
+            other => panic!("{what}: expected corrupt, got {other:?}"),
         }
-        other => panic!("expected corrupt, got {other:?}"),
     }
     assert_eq!(raw_dump(&h.raw, &key).await, before);
     assert_eq!(pttl(&h, &key).await, -1, "load wrote an expiry");
+    // peek and version do not look at the expiry.
+    assert!(s.peek(&id).await.unwrap().is_some());
+    assert_eq!(s.version(&id).await.unwrap(), Some(Version::INITIAL));
+
+    // An s2 record without an expiry: the migrating slide checks it too.
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    let json = md("a", "1").json().to_owned();
+    let _: () = h
+        .raw
+        .q(redis::cmd("SET").arg(&key).arg(record_bytes(
+            b"3",
+            b"1764300000000",
+            b"600000",
+            json.as_bytes(),
+            Layout::S2,
+        )))
+        .await
+        .unwrap();
+    let before = raw_dump(&h.raw, &key).await;
+    assert!(matches!(
+        s.load(&id).await,
+        Err(Error::Corrupt {
+            source: CorruptRecord::WrongType(_),
+            ..
+        })
+    ));
+    assert_eq!(raw_dump(&h.raw, &key).await, before);
     assert!(s.delete(&id).await.unwrap());
+}
+
+/// Records an earlier release wrote in the string layouts `s2` and `s1`
+/// (planted here by hand) are read by every operation; every `load` of one
+/// runs the touch script, which slides it and rewrites it as `s3` with the
+/// same version, creation time, ttl, write list and metadata. `version`,
+/// `update` and `delete` work on them too.
+async fn earlier_string_layouts_migrate_on_load<B: Backend>(h: Arc<RedisHarness<B>>) {
+    let s = h.store(long()).await;
+    let json = md("a", "1").json().to_owned();
+    let write = session_core::WriteId::generate();
+    let entry = write.log_entry(Version::new(4));
+    let plant_layout = |layout: Layout, key: String| {
+        let h = h.clone();
+        let json = json.clone();
+        let entry = entry.clone();
+        async move {
+            let mut value =
+                record_bytes(b"4", b"1764300000000", b"600000", json.as_bytes(), layout);
+            if layout == Layout::S2 {
+                // A write list line: `s2 ...\n<entry>\n<json>`.
+                let at = value.iter().position(|&b| b == b'\n').unwrap() + 1;
+                value.splice(at..at, entry.bytes());
+            }
+            let _: () = h
+                .raw
+                .q(redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(300_000))
+                .await
+                .unwrap();
+        }
+    };
+    for layout in [Layout::S2, Layout::S1] {
+        // load: slid and rewritten as s3.
+        let id = SessionId::generate();
+        let key = s.key(&id);
+        plant_layout(layout, key.clone()).await;
+        assert_eq!(s.version(&id).await.unwrap(), Some(Version::new(4)));
+        assert_eq!(s.peek(&id).await.unwrap().unwrap().metadata, md("a", "1"));
+        assert_eq!(
+            header(&h, &key).await[0],
+            if layout == Layout::S2 { "s2" } else { "s1" }
+        );
+        let rec = s.load(&id).await.unwrap().unwrap();
+        assert_eq!((rec.version, rec.metadata), (Version::new(4), md("a", "1")));
+        let fields = header(&h, &key).await;
+        assert_eq!(
+            fields[..1].iter().chain(&fields[2..]).collect::<Vec<_>>(),
+            ["s3", "4", "1764300000000", "600000"],
+            "{layout:?}"
+        );
+        let at = pexpiretime(&h, &key).await;
+        assert_eq!(fields[1].parse::<i64>().unwrap(), at);
+        assert!(
+            pttl(&h, &key).await > 590_000,
+            "{layout:?}: load did not slide"
+        );
+        let value: Vec<u8> = h.raw.q(redis::cmd("GET").arg(&key)).await.unwrap();
+        let writes = if layout == Layout::S2 {
+            entry.as_str()
+        } else {
+            ""
+        };
+        assert_eq!(
+            value,
+            format!("s3 {at:013} 4 1764300000000 600000\n{writes}\n{json}").into_bytes(),
+            "{layout:?}: the write list and metadata are kept"
+        );
+        // The kept write list still answers a retry of that write.
+        if layout == Layout::S2 {
+            assert_eq!(
+                s.update_once(&id, Version::new(3), &md("a", "x"), &write)
+                    .await
+                    .unwrap(),
+                Update::Applied(Version::new(4))
+            );
+        }
+        assert!(s.delete(&id).await.unwrap());
+
+        // version, update, delete on a record still in the old layout.
+        let id = SessionId::generate();
+        let key = s.key(&id);
+        plant_layout(layout, key.clone()).await;
+        assert_eq!(
+            s.update(&id, Version::new(3), &md("a", "2")).await.unwrap(),
+            Update::Conflict {
+                current: Version::new(4)
+            }
+        );
+        assert_eq!(
+            s.update(&id, Version::new(4), &md("a", "2")).await.unwrap(),
+            Update::Applied(Version::new(5))
+        );
+        assert_eq!(header(&h, &key).await[0], "s3");
+        assert_eq!(s.version(&id).await.unwrap(), Some(Version::new(5)));
+        let id = SessionId::generate();
+        plant_layout(layout, s.key(&id)).await;
+        assert!(s.delete(&id).await.unwrap());
+        assert_eq!(s.version(&id).await.unwrap(), None);
+        // touch migrates too.
+        let id = SessionId::generate();
+        let key = s.key(&id);
+        plant_layout(layout, key.clone()).await;
+        assert!(s.touch(&id).await.unwrap());
+        assert_eq!(header(&h, &key).await[0], "s3");
+        assert!(pttl(&h, &key).await > 590_000);
+    }
 }
 
 /// What `connect` does with `cfg` (pointed at a listener that accepts
@@ -1048,6 +1446,7 @@ macro_rules! all_cases {
             corrupt_metadata_oversized,
             corrupt_foreign_hash,
             corrupt_foreign_string,
+            corrupt_s3_deadline,
             legacy_hash_records_are_read_and_migrated_on_touch,
             legacy_hash_record_concurrent_cas_has_one_winner,
             corrupt_signed_version,
@@ -1061,10 +1460,12 @@ macro_rules! all_cases {
             prefix_isolation_change_stream,
             prefix_isolation_every_method,
             expiry_fields_on_the_server,
+            header_deadline_never_passes_the_key_expiry,
             change_stream_ends_with_the_store,
             load_slide_is_throttled,
             load_slides_after_the_window_in_real_time,
             load_of_a_key_without_expiry_is_corrupt,
+            earlier_string_layouts_migrate_on_load,
         );
     };
 }

@@ -252,7 +252,7 @@ pub async fn run(url: &str, settings: &Settings) {
     let all = ops(64);
     for (name, commands) in [
         ("our update", &["evalsha"][..]),
-        ("our load", &["get", "pttl"][..]),
+        ("our load", &["get", "time", "pttl"][..]),
         ("our version", &["getrange"][..]),
         ("tower-sessions load", &["get"][..]),
         ("tower-sessions save", &["set"][..]),

@@ -228,7 +228,8 @@ impl<B: Backend> Harness for RedisHarness<B> {
     }
 
     async fn set_version(&self, id: &SessionId, version: Version) {
-        // Rewrites the header's version, keeping the rest and the expiry.
+        // Rewrites the header's version, keeping the rest (the deadline,
+        // the write list) and the expiry.
         let key = self.key(id);
         let value: Vec<u8> = self
             .raw
@@ -236,15 +237,16 @@ impl<B: Backend> Harness for RedisHarness<B> {
             .await
             .expect("set_version on a record that does not exist");
         let text = String::from_utf8(value).unwrap();
-        let (header, metadata) = text.split_once('\n').unwrap();
-        let parts: Vec<&str> = header.split(' ').collect();
-        assert_eq!(parts.len(), 4, "not a record: {header:?}");
-        let value = record_bytes(
-            version.get().to_string().as_bytes(),
-            parts[2].as_bytes(),
-            parts[3].as_bytes(),
-            metadata.as_bytes(),
-        );
+        let (header, rest) = text.split_once('\n').unwrap();
+        let mut parts: Vec<String> = header.split(' ').map(str::to_owned).collect();
+        let at = match parts[0].as_str() {
+            "s3" => 2,
+            "s2" | "s1" => 1,
+            other => panic!("not a record: {other:?}"),
+        };
+        assert_eq!(parts.len(), at + 3, "not a record: {header:?}");
+        parts[at] = version.get().to_string();
+        let value = format!("{}\n{rest}", parts.join(" "));
         let _: () = self
             .raw
             .q(redis::cmd("SET")
@@ -263,9 +265,13 @@ impl<B: Backend> Harness for RedisHarness<B> {
         self.extra_keys.lock().unwrap().push(key.clone());
         let _: () = self
             .raw
-            .q(redis::cmd("SET")
-                .arg(&key)
-                .arg(record_bytes(b"1", b"1", b"600000", b"{}")))
+            .q(redis::cmd("SET").arg(&key).arg(record_bytes(
+                b"1",
+                b"1",
+                b"600000",
+                b"{}",
+                Layout::S3,
+            )))
             .await
             .unwrap();
         let _: i64 = self
@@ -316,16 +322,39 @@ pub async fn kill_subscriber<B: Backend>(store: &RedisStore) {
     );
 }
 
-/// A record string in the layout the store writes (`s1 <v> <c> <t>\n<m>`,
-/// see the crate README), from raw parts: tests plant records with it.
-pub fn record_bytes(v: &[u8], c: &[u8], t: &[u8], m: &[u8]) -> Vec<u8> {
-    let mut out = b"s1 ".to_vec();
+/// A record string layout tests plant records in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// What the store writes: `s3 <e> <v> <c> <t>\n<writes>\n<m>` (with
+    /// the deadline [`FAR_DEADLINE`] and an empty write list).
+    S3,
+    /// An earlier release's `s2 <v> <c> <t>\n<writes>\n<m>` (empty write list).
+    S2,
+    /// An earlier release's `s1 <v> <c> <t>\n<m>`.
+    S1,
+}
+
+/// The header deadline [`record_bytes`] gives an `s3` record (the year
+/// 2286; the key's own expiry is set apart).
+pub const FAR_DEADLINE: &[u8] = b"9999999999999";
+
+/// A record string in `layout` (see the crate README), from raw parts:
+/// tests plant records with it.
+pub fn record_bytes(v: &[u8], c: &[u8], t: &[u8], m: &[u8], layout: Layout) -> Vec<u8> {
+    let mut out = match layout {
+        Layout::S3 => [b"s3 ", FAR_DEADLINE, b" "].concat(),
+        Layout::S2 => b"s2 ".to_vec(),
+        Layout::S1 => b"s1 ".to_vec(),
+    };
     out.extend_from_slice(v);
     out.push(b' ');
     out.extend_from_slice(c);
     out.push(b' ');
     out.extend_from_slice(t);
     out.push(b'\n');
+    if layout != Layout::S1 {
+        out.push(b'\n');
+    }
     out.extend_from_slice(m);
     out
 }
@@ -362,6 +391,11 @@ fn corrupt_parts(kind: Corruption) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
 /// store writes (expiring in 10 minutes, in case teardown does not run).
 /// [`Corruption::WrongType`] is a list.
 pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
+    plant_in(raw, key, kind, Layout::S3).await;
+}
+
+/// [`plant`] in `layout`.
+pub async fn plant_in(raw: &Raw, key: &str, kind: Corruption, layout: Layout) {
     let _: i64 = raw.q(redis::cmd("DEL").arg(key)).await.unwrap();
     match corrupt_parts(kind) {
         None => {
@@ -374,7 +408,7 @@ pub async fn plant(raw: &Raw, key: &str, kind: Corruption) {
             let _: () = raw
                 .q(redis::cmd("SET")
                     .arg(key)
-                    .arg(record_bytes(&v, &c, b"600000", &m)))
+                    .arg(record_bytes(&v, &c, b"600000", &m, layout)))
                 .await
                 .unwrap();
         }
