@@ -228,13 +228,11 @@ pub(crate) fn encode(
     metadata_json: &str,
 ) -> Vec<u8> {
     debug_assert!(expires_ms < 10_000_000_000_000);
-    let mut out = format!(
-        "s3 {expires_ms:013} {} {created_ms} {ttl_ms}\n{writes}\n",
+    let header = format!(
+        "s3 {expires_ms:013} {} {created_ms} {ttl_ms}",
         version.get()
-    )
-    .into_bytes();
-    out.extend_from_slice(metadata_json.as_bytes());
-    out
+    );
+    with_body(header, writes, metadata_json)
 }
 
 /// Encodes an `s2` record, the layout of the previous release (tests and
@@ -247,8 +245,17 @@ pub(crate) fn encode_v2(
     writes: &str,
     metadata_json: &str,
 ) -> Vec<u8> {
-    let mut out = format!("s2 {} {created_ms} {ttl_ms}\n{writes}\n", version.get()).into_bytes();
-    out.extend_from_slice(metadata_json.as_bytes());
+    let header = format!("s2 {} {created_ms} {ttl_ms}", version.get());
+    with_body(header, writes, metadata_json)
+}
+
+/// A header line, then the write list line and the metadata.
+#[cfg(any(test, feature = "fuzzing"))]
+fn with_body(header: String, writes: &str, metadata_json: &str) -> Vec<u8> {
+    let mut out = header.into_bytes();
+    for part in ["\n", writes, "\n", metadata_json] {
+        out.extend_from_slice(part.as_bytes());
+    }
     out
 }
 

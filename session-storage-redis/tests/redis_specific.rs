@@ -314,6 +314,56 @@ async fn non_utf8_version_does_not_poison_the_connection<B: Backend>(h: Arc<Redi
     assert!(total > 0, "no load ran");
 }
 
+/// Writes `value` as a plain string at a fresh session key and checks that
+/// `load`, `peek`, `version`, `touch` and `update` all refuse it as corrupt
+/// with a reason `check` accepts, leaving the stored value as it was.
+/// Returns the id and the stored value's dump, for the caller's own
+/// checks after.
+async fn every_operation_refuses<B: Backend>(
+    h: &RedisHarness<B>,
+    s: &RedisStore,
+    value: &[u8],
+    check: fn(&CorruptRecord) -> bool,
+) -> (SessionId, Option<String>) {
+    let id = SessionId::generate();
+    let key = s.key(&id);
+    let _: () = h
+        .raw
+        .q(redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .arg("PX")
+            .arg(600_000))
+        .await
+        .unwrap();
+    let before = raw_dump(&h.raw, &key).await;
+    for (what, r) in [
+        ("load", s.load(&id).await.map(|_| ())),
+        ("peek", s.peek(&id).await.map(|_| ())),
+        ("version", s.version(&id).await.map(|_| ())),
+        ("touch", s.touch(&id).await.map(|_| ())),
+        (
+            "update",
+            s.update(&id, Version::INITIAL, &md("x", "y"))
+                .await
+                .map(|_| ()),
+        ),
+    ] {
+        assert!(
+            matches!(&r, Err(Error::Corrupt { source, .. }) if check(source)),
+            "{what} of {:?}: {r:?}",
+            String::from_utf8_lossy(value)
+        );
+    }
+    assert_eq!(
+        raw_dump(&h.raw, &key).await,
+        before,
+        "{:?} modified",
+        String::from_utf8_lossy(value)
+    );
+    (id, before)
+}
+
 /// An `s3` record whose deadline is not 13 digits and a space is corrupt
 /// (missing `e`) for every operation: the client's decode (`load`, `peek`,
 /// `touch`, `version`) and the scripts' header check (`update`) agree;
@@ -326,43 +376,10 @@ async fn corrupt_s3_deadline<B: Backend>(h: Arc<RedisHarness<B>>) {
         b"s3 17643006000000 1 1 600000\n\n{}",
         b"s3 1764300600000\n\n{}",
     ] {
-        let id = SessionId::generate();
-        let key = s.key(&id);
-        let _: () = h
-            .raw
-            .q(redis::cmd("SET")
-                .arg(&key)
-                .arg(value)
-                .arg("PX")
-                .arg(600_000))
-            .await
-            .unwrap();
-        let before = raw_dump(&h.raw, &key).await;
-        for (what, r) in [
-            ("load", s.load(&id).await.map(|_| ())),
-            ("peek", s.peek(&id).await.map(|_| ())),
-            ("version", s.version(&id).await.map(|_| ())),
-            ("touch", s.touch(&id).await.map(|_| ())),
-            (
-                "update",
-                s.update(&id, Version::INITIAL, &md("x", "y"))
-                    .await
-                    .map(|_| ()),
-            ),
-        ] {
-            assert!(
-                matches!(
-                    r,
-                    Err(Error::Corrupt {
-                        source: CorruptRecord::MissingField("e"),
-                        ..
-                    })
-                ),
-                "{what} of {:?}: {r:?}",
-                String::from_utf8_lossy(value)
-            );
-        }
-        assert_eq!(raw_dump(&h.raw, &key).await, before);
+        let (id, _) = every_operation_refuses(&h, &s, value, |r| {
+            matches!(r, CorruptRecord::MissingField("e"))
+        })
+        .await;
         assert!(s.delete(&id).await.unwrap());
     }
 }
@@ -373,46 +390,19 @@ async fn corrupt_s3_deadline<B: Backend>(h: Arc<RedisHarness<B>>) {
 async fn corrupt_foreign_string<B: Backend>(h: Arc<RedisHarness<B>>) {
     let s = h.store(long()).await;
     for value in ["hello", ""] {
-        let id = SessionId::generate();
-        let key = s.key(&id);
-        let _: () = h
-            .raw
-            .q(redis::cmd("SET")
-                .arg(&key)
-                .arg(value)
-                .arg("PX")
-                .arg(600_000))
-            .await
-            .unwrap();
-        let before = raw_dump(&h.raw, &key).await;
-        for (what, r) in [
-            ("load", s.load(&id).await.map(|_| ())),
-            ("peek", s.peek(&id).await.map(|_| ())),
-            ("version", s.version(&id).await.map(|_| ())),
-            ("touch", s.touch(&id).await.map(|_| ())),
-            (
-                "update",
-                s.update(&id, Version::INITIAL, &md("x", "y"))
-                    .await
-                    .map(|_| ()),
-            ),
-        ] {
-            assert!(
-                matches!(
-                    r,
-                    Err(Error::Corrupt {
-                        source: CorruptRecord::WrongType(_),
-                        ..
-                    })
-                ),
-                "{what} of {value:?}: {r:?}"
-            );
-        }
+        let (id, before) = every_operation_refuses(&h, &s, value.as_bytes(), |r| {
+            matches!(r, CorruptRecord::WrongType(_))
+        })
+        .await;
         assert_eq!(
             s.create(&id, &md("x", "y"), Ttl::Default).await.unwrap(),
             None
         );
-        assert_eq!(raw_dump(&h.raw, &key).await, before, "{value:?} modified");
+        assert_eq!(
+            raw_dump(&h.raw, &s.key(&id)).await,
+            before,
+            "{value:?} modified"
+        );
         assert!(s.delete(&id).await.unwrap());
     }
 }
